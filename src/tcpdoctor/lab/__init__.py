@@ -1,0 +1,1 @@
+"""The lab: real servers in network namespaces, and the helpers tests share to build them."""
