@@ -9,7 +9,11 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from tcpdoctor import __version__
 from tcpdoctor.report import Report, summary_counts
 
-_env = Environment(loader=PackageLoader("tcpdoctor.report", "templates"), autoescape=select_autoescape())
+# the template is report.html.j2: select_autoescape() keys on the extension and would leave it unescaped
+_env = Environment(
+    loader=PackageLoader("tcpdoctor.report", "templates"),
+    autoescape=select_autoescape(enabled_extensions=("html", "htm", "xml", "html.j2")),
+)
 
 
 def write(report: Report, out: IO[str]) -> None:
