@@ -1,0 +1,203 @@
+"""The application layer of one TCP connection: picks HTTP/1.1, HTTP/2 or TLS from the first bytes.
+
+The connection tracker feeds each direction's in-order payload (heads only: it may
+stop feeding once :attr:`AppSession.wants_more` is False) and tells when a side
+closes. The protocol is chosen from the first client bytes: the HTTP/2 preface
+(RFC 9113 §3.4), a TLS handshake record, or an HTTP method. An HTTP/1.1 ``Upgrade:
+h2c`` answered by 101 switches to HTTP/2 (RFC 7540 §3.2; the client then sends the
+preface).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tcpdoctor.evidence.pcap import CONTINUE, STOP, Connection, Direction
+from tcpdoctor.sources.pcap.http1 import Exchange, Http1Parser, looks_like_http1_request
+from tcpdoctor.sources.pcap.http2 import PREFACE, Goaway, H2Stream, Http2Parser
+from tcpdoctor.sources.pcap.tls import TlsInfo, TlsParser, looks_like_tls
+
+Protocol = Literal["unknown", "http1", "http2", "tls", "other"]
+# After this many bytes per direction of an encrypted or unknown stream the session stops asking for more.
+SNIFF_LIMIT = 64 * 1024
+
+
+@dataclass
+class AppSession:
+    protocol: Protocol = "unknown"
+    http1: Http1Parser | None = None
+    http2: Http2Parser | None = None
+    tls: TlsParser | None = None
+    _pending_server: list[tuple[bytes, int, float]] = field(default_factory=list)
+    _bytes: dict[str, int] = field(default_factory=lambda: {"client": 0, "server": 0})
+
+    @property
+    def wants_more(self) -> bool:
+        """False once nothing more can be learnt from the payload (broken parser, encrypted, unknown)."""
+        if self.protocol == "other":
+            return False
+        if self.protocol == "tls":
+            assert self.tls is not None
+            return not self.tls.broken and self.tls.info.app_data_frame is None
+        if self.http2 is not None:
+            return not self.http2.broken
+        if self.http1 is not None:
+            return not self.http1.broken and self.http1.upgraded in (None, "h2c")
+        return True
+
+    @property
+    def error(self) -> str | None:
+        for p in (self.http1, self.http2, self.tls):
+            if p is not None and p.error is not None:
+                return p.error
+        return None
+
+    def exchanges(self) -> list[Exchange]:
+        return self.http1.all_exchanges() if self.http1 is not None else []
+
+    def client_data(self, data: bytes, frame: int, ts: float) -> None:
+        if not data:
+            return
+        self._bytes["client"] += len(data)
+        if self.protocol == "unknown":
+            self.sniff(data)
+            if self.protocol == "unknown":
+                return
+            for chunk in self._pending_server:
+                self._route("server", *chunk)
+            self._pending_server.clear()
+        self._client(data, frame, ts)
+
+    def _client(self, data: bytes, frame: int, ts: float) -> None:
+        self._route("client", data, frame, ts)
+
+    def _route(self, side: str, data: bytes, frame: int, ts: float) -> None:
+        h1 = self.http1
+        if h1 is not None and h1.upgraded is None:
+            rest = h1.client_data(data, frame, ts) if side == "client" else h1.server_data(data, frame, ts)
+            if h1.upgraded != "h2c" or not rest:
+                return
+            data = rest
+        if h1 is not None and h1.upgraded == "h2c" and self.http2 is None:
+            self.http2 = Http2Parser(client_preface=True)
+        target: Http2Parser | TlsParser | None = self.http2 or self.tls
+        if target is None:
+            return
+        if side == "client":
+            target.client_data(data, frame, ts)
+        else:
+            target.server_data(data, frame, ts)
+
+    def server_data(self, data: bytes, frame: int, ts: float) -> None:
+        if not data:
+            return
+        self._bytes["server"] += len(data)
+        if self.protocol == "unknown":
+            if len(self._pending_server) < 4:
+                self._pending_server.append((data[:SNIFF_LIMIT], frame, ts))
+            else:
+                self.protocol = "other"  # the server speaks first and the client never did
+            return
+        self._route("server", data, frame, ts)
+
+    def server_closed(self, frame: int, ts: float) -> None:
+        if self.http1 is not None:
+            self.http1.server_closed(frame, ts)
+
+    def sniff(self, data: bytes) -> None:
+        """Choose the protocol from the client's first bytes."""
+        if data.startswith(PREFACE[: min(len(data), len(PREFACE))]) and len(data) >= 3:
+            self.protocol = "http2"
+            self.http2 = Http2Parser(client_preface=True)
+        elif looks_like_tls(data):
+            self.protocol = "tls"
+            self.tls = TlsParser()
+        elif looks_like_http1_request(data):
+            self.protocol = "http1"
+            self.http1 = Http1Parser()
+        else:
+            self.protocol = "other"
+
+
+# --- the hook of tcpdoctor.evidence.pcap: AnalyzerFactory -> StreamAnalyzer -> Connection.app ----
+
+
+@dataclass
+class AppResult:
+    """What a finished connection keeps from its payload (``Connection.app["app"]``): heads only."""
+
+    protocol: Protocol
+    exchanges: list[Exchange] = field(default_factory=list)  # HTTP/1.1, in order, pending ones last
+    h2_streams: list[H2Stream] = field(default_factory=list)
+    goaways: list[Goaway] = field(default_factory=list)
+    tls: TlsInfo | None = None
+    upgraded: str | None = None
+    error: str | None = None  # why parsing stopped early (garbage, capture gap, bound reached)
+
+    @property
+    def probe_exchanges(self) -> list[Exchange]:
+        return [e for e in self.exchanges if e.request.is_probe]
+
+
+def result_of(session: AppSession, error: str | None = None) -> AppResult:
+    h2 = session.http2
+    return AppResult(
+        protocol=session.protocol,
+        exchanges=session.exchanges(),
+        h2_streams=list(h2.streams.values()) if h2 is not None else [],
+        goaways=list(h2.goaways) if h2 is not None else [],
+        tls=session.tls.info if session.tls is not None else None,
+        upgraded=session.http1.upgraded if session.http1 is not None else None,
+        error=error or session.error,
+    )
+
+
+class AppAnalyzer:
+    """A :class:`tcpdoctor.evidence.pcap.StreamAnalyzer` around an :class:`AppSession`."""
+
+    def __init__(self) -> None:
+        self.session = AppSession()
+        self.gap_error: str | None = None
+
+    def data(self, direction: Direction, data: bytes, frame: int, ts: float) -> int:
+        if direction is Direction.CLIENT:
+            self.session.client_data(data, frame, ts)
+        else:
+            self.session.server_data(data, frame, ts)
+        return CONTINUE if self.session.wants_more else STOP
+
+    def gap(self, direction: Direction, length: int, frame: int, ts: float) -> int:
+        # a hole in the byte stream: the parsers cannot resynchronise, keep what was read
+        self.gap_error = (
+            f"{length} bytes from the {direction.label} missing from the capture before frame {frame}"
+        )
+        return STOP
+
+    def closed(self, direction: Direction, frame: int, ts: float, reset: bool) -> None:
+        if direction is Direction.SERVER:
+            self.session.server_closed(frame, ts)
+
+    def finish(self, conn: Connection) -> None:
+        conn.app["app"] = result_of(self.session, self.gap_error)
+
+
+class AppAnalyzerFactory:
+    """Offers :class:`AppAnalyzer` to every connection whose client speaks first."""
+
+    name = "app"
+
+    def open(self, conn: Connection, direction: Direction, first: bytes) -> AppAnalyzer | None:
+        if direction is not Direction.CLIENT:
+            return None
+        probe = AppSession()
+        probe._sniff(first)
+        if probe.protocol == "other":
+            return None
+        return AppAnalyzer()
+
+
+def app_result(conn: Connection) -> AppResult | None:
+    """The application-layer result attached to ``conn``, if any."""
+    found = conn.app.get("app")
+    return found if isinstance(found, AppResult) else None
