@@ -191,7 +191,7 @@ class AppAnalyzerFactory:
         if direction is not Direction.CLIENT:
             return None
         probe = AppSession()
-        probe._sniff(first)
+        probe.sniff(first)
         if probe.protocol == "other":
             return None
         return AppAnalyzer()
