@@ -124,6 +124,7 @@ class Container:
     command: list[str] = field(default_factory=list)
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)  # literal values only
+    restart_policy: str | None = None  # "Always" on a sidecar init container (it then has probes)
     raw: Any = None
 
     def probe(self, kind: ProbeKind) -> Probe | None:
@@ -249,6 +250,7 @@ class ManifestSet:
     services: list[Service] = field(default_factory=list)
     objects: list[KubeObject] = field(default_factory=list)
     parse_errors: list[ParseError] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # files skipped (binary, too large, Helm templates)
 
     def services_for(self, workload: Workload) -> list[Service]:
         return [s for s in self.services if s.selects(workload)]
