@@ -1,0 +1,3 @@
+module example.com/livefeed
+
+go 1.22
