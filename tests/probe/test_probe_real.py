@@ -231,3 +231,49 @@ def test_cli_bad_target_is_exit_2() -> None:
 
     result = CliRunner().invoke(app, ["probe", "not a target"])
     assert isinstance(result.exception, InputError)
+
+
+def test_cli_spec_from_manifest_named_port(servers: Servers, tmp_path: Path) -> None:
+    manifest = tmp_path / "api.yaml"
+    manifest.write_text(
+        f"""apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: api}}
+spec:
+  selector: {{matchLabels: {{app: api}}}}
+  template:
+    metadata: {{labels: {{app: api}}}}
+    spec:
+      containers:
+      - name: app
+        image: example/api:1
+        ports:
+        - {{name: http, containerPort: {servers.http_port}}}
+        livenessProbe:
+          httpGet: {{path: /fail, port: http}}
+          periodSeconds: 1
+          failureThreshold: 2
+        readinessProbe:
+          httpGet: {{path: /livez, port: http}}
+          periodSeconds: 1
+"""
+    )
+    code, report = _cli_json(["--spec", f"{manifest}:app:liveness", "--count", "2"])
+    assert code == 1
+    assert report["probe"]["spec"]["target"] == f"http://127.0.0.1:{servers.http_port}/fail"
+    assert report["probe"]["spec"]["failure_threshold"] == 2
+    assert [t["verdict"] for t in report["probe"]["transitions"]] == ["restart"]
+    code, report = _cli_json(["--spec", f"{manifest}:app", "--count", "1"])
+    assert code == 0 and report["probe"]["spec"]["type"] == "readiness"
+
+
+def test_cli_spec_without_probe_is_exit_2(tmp_path: Path) -> None:
+    from tcpdoctor.model import InputError
+
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - {name: c, image: x}\n"
+    )
+    result = CliRunner().invoke(app, ["probe", "--spec", f"{manifest}:c:liveness"])
+    assert isinstance(result.exception, InputError)
+    assert "no livenessProbe" in str(result.exception)
