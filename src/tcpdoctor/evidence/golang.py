@@ -401,6 +401,11 @@ class SignalHandling:
         return any(s in ("SIGTERM", "syscall.SIGTERM", "unix.SIGTERM") for s in self.signals)
 
 
+def handler_key(directory: str, name: str) -> str:
+    """The key of a handler in ``GoProgram.handlers``: names repeat across packages (`main.health`)."""
+    return f"{directory}:{name}"
+
+
 @dataclass
 class MainPackage:
     directory: str
@@ -416,7 +421,7 @@ class GoProgram:
     servers: list[HttpServer] = field(default_factory=list)
     listen_calls: list[ListenCall] = field(default_factory=list)
     registrations: list[HandlerRegistration] = field(default_factory=list)
-    handlers: dict[str, Handler] = field(default_factory=dict)  # by name
+    handlers: dict[str, Handler] = field(default_factory=dict)  # by handler_key(directory, name)
     transports: list[HttpTransport] = field(default_factory=list)
     clients: list[HttpClient] = field(default_factory=list)
     dialers: list[Dialer] = field(default_factory=list)

@@ -1,0 +1,310 @@
+"""http.Server values, listen calls, graceful shutdown and signal handling.
+
+Follows the server through its variable: ``srv := &http.Server{...}`` then
+``srv.IdleTimeout = d``, ``srv.SetKeepAlivesEnabled(false)``, ``srv.ListenAndServe()``,
+``srv.Shutdown(ctx)`` where ``ctx`` comes from ``context.WithTimeout(..., d)``.
+A server kept in a struct field (``s.http = &http.Server{}``) is followed by the
+field's text anywhere in the package.
+"""
+
+from __future__ import annotations
+
+from tree_sitter import Node
+
+from tcpdoctor.evidence.golang import (
+    GoProgram,
+    GoValue,
+    HttpServer,
+    ListenCall,
+    ShutdownCall,
+    SignalHandling,
+)
+from tcpdoctor.sources.golang import parse, values
+from tcpdoctor.sources.golang.context import FileContext
+from tcpdoctor.sources.golang.parse import arguments, call_parts, text
+
+HTTP = "net/http"
+SERVER_FIELDS = {
+    "ReadTimeout": ("read_timeout", True),
+    "ReadHeaderTimeout": ("read_header_timeout", True),
+    "WriteTimeout": ("write_timeout", True),
+    "IdleTimeout": ("idle_timeout", True),
+    "MaxHeaderBytes": ("max_header_bytes", False),
+    "Addr": ("addr", False),
+}
+LISTEN_FUNCS = {"ListenAndServe", "ListenAndServeTLS", "Serve", "ServeTLS"}
+
+
+def _set_field(ctx: FileContext, server: HttpServer, field: str, value_node: Node | None) -> None:
+    spec = SERVER_FIELDS.get(field)
+    if spec is None:
+        if field == "Handler" and value_node is not None:
+            server.handler_ref = text(value_node)
+        return
+    attr, is_duration = spec
+    setattr(server, attr, values.go_value(ctx, value_node, duration=is_duration))
+    if attr == "addr":
+        server.port = values.port_of(server.addr)
+
+
+def holder_name(node: Node) -> str:
+    """The variable or field a value is stored in: `srv` in `srv := &http.Server{}`."""
+    cur = node
+    parent = cur.parent
+    while parent is not None and parent.type in ("unary_expression", "parenthesized_expression"):
+        cur, parent = parent, parent.parent
+    if parent is None:
+        return ""
+    if parent.type == "expression_list":
+        stmt = parent.parent
+        if stmt is not None and stmt.type in ("short_var_declaration", "assignment_statement"):
+            left = stmt.child_by_field_name("left")
+            right = stmt.child_by_field_name("right")
+            if left is not None and right is not None and right.id == parent.id:
+                idx = next((i for i, c in enumerate(parent.named_children) if c.id == cur.id), 0)
+                lhs = left.named_children
+                return text(lhs[idx]) if idx < len(lhs) else ""
+        if stmt is not None and stmt.type == "var_spec":
+            names = stmt.children_by_field_name("name")
+            return text(names[0]) if names else ""
+        if stmt is not None and stmt.type == "return_statement":
+            return "return"
+    if parent.type == "literal_element":
+        keyed = parent.parent
+        if keyed is not None and keyed.type == "keyed_element" and keyed.named_children:
+            key = keyed.named_children[0]
+            if key.id != parent.id:
+                return "." + text(key)  # a field of an enclosing struct literal
+    return ""
+
+
+def _is_server_type(ctx: FileContext, type_node: Node | None) -> bool:
+    if type_node is None or type_node.type != "qualified_type":
+        return False
+    pkg = text(type_node.child_by_field_name("package"))
+    return ctx.is_pkg(pkg, HTTP) and text(type_node.child_by_field_name("name")) == "Server"
+
+
+def _same_holder(server: HttpServer, operand: str, ctx: FileContext, at: Node) -> bool:
+    if not server.name or not operand:
+        return False
+    if server.name.startswith("."):
+        return operand.endswith(server.name)
+    if operand != server.name:
+        return False
+    if "." in operand:  # a field: anywhere in the package
+        return True
+    span = ctx.func_at(at)
+    return span is not None and server.func in (span.name, span.top().name)
+
+
+def find_servers(ctx: FileContext, program: GoProgram) -> list[HttpServer]:
+    found: list[HttpServer] = []
+    for lit in ctx.caps.get("literal", []):
+        if not _is_server_type(ctx, lit.child_by_field_name("type")):
+            continue
+        span = ctx.func_at(lit)
+        server = HttpServer(
+            name=holder_name(lit),
+            location=ctx.loc(lit),
+            func=span.top().name if span else f"{ctx.package.name}.init",
+            package=ctx.package.name,
+        )
+        body = lit.child_by_field_name("body")
+        for el in body.named_children if body is not None else []:
+            if el.type != "keyed_element" or len(el.named_children) < 2:
+                continue
+            key, val = el.named_children[0], el.named_children[-1]
+            value_node = (
+                val.named_children[0] if val.type == "literal_element" and val.named_children else val
+            )
+            _set_field(ctx, server, text(key), value_node)
+        found.append(server)
+    for spec in ctx.caps.get("typed_var", []):  # var srv http.Server
+        if (
+            _is_server_type(ctx, spec.child_by_field_name("type"))
+            and spec.child_by_field_name("value") is None
+        ):
+            span = ctx.func_at(spec)
+            names = spec.children_by_field_name("name")
+            found.append(
+                HttpServer(
+                    name=text(names[0]) if names else "",
+                    location=ctx.loc(spec),
+                    func=span.top().name if span else f"{ctx.package.name}.init",
+                    package=ctx.package.name,
+                )
+            )
+    program.servers.extend(found)
+    return found
+
+
+def apply_assignments(ctx: FileContext, servers: list[HttpServer]) -> None:
+    """`srv.IdleTimeout = 2 * time.Minute` after the literal."""
+    if not servers:
+        return
+    for stmt in ctx.caps.get("field_assign", []):
+        left = stmt.child_by_field_name("left")
+        right = stmt.child_by_field_name("right")
+        if left is None or right is None:
+            continue
+        rhs = right.named_children
+        for i, lhs in enumerate(left.named_children):
+            if lhs.type != "selector_expression":
+                continue
+            field = text(lhs.child_by_field_name("field"))
+            if field not in SERVER_FIELDS and field != "Handler":
+                continue
+            operand = text(lhs.child_by_field_name("operand"))
+            for server in servers:
+                if _same_holder(server, operand, ctx, stmt):
+                    _set_field(ctx, server, field, rhs[i] if i < len(rhs) else None)
+
+
+def _server_for(servers: list[HttpServer], operand: str, ctx: FileContext, at: Node) -> HttpServer | None:
+    return next((s for s in servers if _same_holder(s, operand, ctx, at)), None)
+
+
+def _shutdown_timeout(ctx: FileContext, ctx_arg: Node | None, depth: int = 0) -> GoValue:
+    """The deadline of the context given to Shutdown: context.WithTimeout(parent, d) -> d."""
+    if ctx_arg is None or depth > 4:
+        return GoValue.unknown()
+    node = parse.unparen(ctx_arg)
+    if node.type == "identifier":
+        found = ctx.lookup(text(node), node)
+        if found is None or found[0] is None:
+            return GoValue.unknown(text(node), ctx.loc(node))
+        return _shutdown_timeout(found[1], found[0], depth + 1)
+    if node.type == "call_expression":
+        operand, name, _ = call_parts(node)
+        args = arguments(node)
+        if ctx.is_pkg(operand, "context"):
+            if name == "WithTimeout" and len(args) == 2:
+                return values.go_value(ctx, args[1], duration=True)
+            if name in ("Background", "TODO"):
+                return GoValue.unset()
+            if name == "WithCancel" and args:
+                return _shutdown_timeout(ctx, args[0], depth + 1)
+    return GoValue.unknown(text(node), ctx.loc(node))
+
+
+def scan_calls(ctx: FileContext, servers: list[HttpServer], program: GoProgram) -> None:
+    """Listen calls, SetKeepAlivesEnabled, Shutdown and signal.Notify."""
+    http_alias = ctx.alias_of(HTTP)
+    for call in ctx.caps.get("call", []):
+        operand, name, _ = call_parts(call)
+        if not name:
+            continue
+        if name in LISTEN_FUNCS:
+            _listen_call(ctx, call, operand, name, http_alias, servers, program)
+        elif name == "SetKeepAlivesEnabled":
+            args = arguments(call)
+            server = _server_for(servers, operand, ctx, call)
+            if server is not None and args and text(args[0]) == "false":
+                server.keep_alives_disabled = ctx.loc(call)
+        elif name == "Shutdown" and operand:
+            args = arguments(call)
+            server = _server_for(servers, operand, ctx, call)
+            if (
+                server is None
+                and not any(_looks_server(operand, s.name) for s in servers)
+                and not ("srv" in operand.lower() or "server" in operand.lower())
+            ):
+                continue
+            shutdown = ShutdownCall(
+                location=ctx.loc(call),
+                func=ctx.func_name_at(call),
+                server=operand,
+                timeout=_shutdown_timeout(ctx, args[0] if args else None),
+            )
+            program.shutdowns.append(shutdown)
+            if server is not None:
+                server.shutdown_calls.append(shutdown)
+        elif name in ("Notify", "NotifyContext") and ctx.is_pkg(operand, "os/signal"):
+            args = arguments(call)
+            program.signals.append(
+                SignalHandling(
+                    location=ctx.loc(call),
+                    func=ctx.func_name_at(call),
+                    signals=[_signal_name(ctx, a) for a in args[1:]] or ["all"],
+                )
+            )
+
+
+def _looks_server(operand: str, name: str) -> bool:
+    return bool(name) and operand.endswith(name.lstrip("."))
+
+
+def _signal_name(ctx: FileContext, node: Node) -> str:
+    raw = text(node)
+    if "." in raw:
+        pkg, name = raw.split(".", 1)
+        if ctx.pkg_of(pkg) in ("syscall", "golang.org/x/sys/unix"):
+            return f"syscall.{name}"
+        if ctx.pkg_of(pkg) == "os":
+            return f"os.{name}"
+    return raw
+
+
+def _listen_call(
+    ctx: FileContext,
+    call: Node,
+    operand: str,
+    name: str,
+    http_alias: str | None,
+    servers: list[HttpServer],
+    program: GoProgram,
+) -> None:
+    args = arguments(call)
+    package_level = bool(http_alias) and operand == http_alias
+    listen = ListenCall(
+        func=name,
+        location=ctx.loc(call),
+        enclosing=ctx.func_name_at(call),
+        package=ctx.package.name,
+        package_level=package_level,
+    )
+    if package_level:
+        if name.startswith("ListenAndServe") and args:
+            listen.addr = values.go_value(ctx, args[0])
+            listen.port = values.port_of(listen.addr)
+        elif name.startswith("Serve") and args:
+            listen.addr = _listener_addr(ctx, args[0])
+            listen.port = values.port_of(listen.addr)
+        handler_idx = 1 if name in ("ListenAndServe", "Serve", "ServeTLS") else 3
+        if len(args) > handler_idx:
+            listen.handler_ref = text(args[handler_idx])
+        program.listen_calls.append(listen)
+        return
+    server = _server_for(servers, operand, ctx, call)
+    if server is None and not operand:
+        return
+    if server is None and not ("srv" in operand.lower() or "server" in operand.lower()):
+        return  # gin's r.Run, grpc's s.Serve(l) ... are not net/http servers we know
+    listen.server = operand
+    if server is not None:
+        server.serve_calls.append(listen.location)
+        if name.startswith("Serve") and args and not server.addr.is_set:
+            addr = _listener_addr(ctx, args[0])
+            if addr.is_set:
+                server.addr = addr
+                server.port = values.port_of(addr)
+        listen.addr, listen.port = server.addr, server.port
+    program.listen_calls.append(listen)
+
+
+def _listener_addr(ctx: FileContext, node: Node) -> GoValue:
+    """`l, _ := net.Listen("tcp", ":8080")` -> ":8080"."""
+    node = parse.unparen(node)
+    if node.type == "identifier":
+        found = ctx.lookup(text(node), node)
+        if found is None or found[0] is None:
+            return GoValue.unknown(text(node), ctx.loc(node))
+        node = found[0]
+        ctx = found[1]
+    if node.type == "call_expression":
+        _, name, _ = call_parts(node)
+        args = arguments(node)
+        if name in ("Listen", "ListenTCP") and len(args) >= 2:
+            return values.go_value(ctx, args[1])
+    return GoValue.unknown(text(node), ctx.loc(node))
