@@ -340,6 +340,7 @@ class ClientRequest:
     method: str | None = None
     url: GoValue = field(default_factory=GoValue.unset)
     in_loop: bool = False
+    in_handler: bool = False  # made while serving a request: runs concurrently, once per request
 
 
 @dataclass

@@ -16,6 +16,7 @@ from tree_sitter import Tree
 from tcpdoctor.evidence.golang import GoFile, GoProgram, GoValue, HttpServer, MainPackage
 from tcpdoctor.model import Location
 from tcpdoctor.sources.golang import parse
+from tcpdoctor.sources.golang.clients import extract_package as extract_clients
 from tcpdoctor.sources.golang.context import Binding, FileContext, PackageContext, build_file
 from tcpdoctor.sources.golang.handlers import find_handlers, handler_key
 from tcpdoctor.sources.golang.parse import arguments, call_parts, text
@@ -129,6 +130,7 @@ def analyse_package(directory: str, paths: list[str]) -> GoProgram:
         find_handlers(ctx, program)
     for ctx in contexts:
         find_registrations(ctx, program)
+    extract_clients(contexts, program)
     return program
 
 
