@@ -191,7 +191,11 @@ def _probe(path: str, kind: ProbeKind, container: dict[Any, Any], key: str) -> P
         explicit.add(field_name)
         locations[field_name] = value_location(path, spec, field_name)
         number = _int(spec[field_name])
-        setattr(probe, attr, number if number is not None else PROBE_DEFAULTS[field_name])
+        if number is None or number == 0:
+            # the API server defaults a zero (or absent) field: SetDefaults_Probe in
+            # pkg/apis/core/v1/defaults.go; the written value stays in probe.raw (rule PRB010)
+            number = PROBE_DEFAULTS[field_name]
+        setattr(probe, attr, number)
     for h in _HANDLERS:
         if h in spec:
             explicit.add(h)

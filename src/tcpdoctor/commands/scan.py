@@ -1,0 +1,186 @@
+"""`tcpdoctor scan PATH...`: static analysis of Kubernetes manifests (and, through the extension
+points below, Go source, a node snapshot and a capture), with the cross-layer rules.
+
+The flow is the one of DESIGN.md: walk the paths once (``sources.files.walk``), let each source
+turn its files into evidence in one :class:`ScanContext`, run every enabled rule whose evidence
+is present, hand the findings to the shared reporter.
+
+Extension points (add with small edits, one per source):
+
+1. an option in the ``scan`` signature (e.g. ``--include-tests``, ``--node-snapshot FILE``,
+   ``--pcap FILE``), stored on the :class:`ScanContext` in ``scan``;
+2. a collector ``def _collect_<kind>(ctx: ScanContext) -> None`` that reads its files, calls
+   ``ctx.add_evidence(kind, evidence)``, ``ctx.inputs.append(Input(kind, path))``, and if its
+   input can silence findings, ``ctx.suppressors.append(...)``;
+3. the collector appended to ``COLLECTORS``.
+
+A collector must not raise for a bad file: it records a parse error / note and goes on.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tcpdoctor.commands.common import (
+    FailOnOpt,
+    FormatOpt,
+    IgnoreOpt,
+    OutputOpt,
+    ReportOptions,
+    SelectOpt,
+    finish,
+)
+from tcpdoctor.config import Config, config_for
+from tcpdoctor.model import Input
+from tcpdoctor.policy import Suppressor
+from tcpdoctor.report import Report
+from tcpdoctor.rules.registry import EvidenceBag, run_rules
+from tcpdoctor.sources import manifests
+from tcpdoctor.sources.files import FileSet, walk
+
+PROGRESS_MIN_FILES = 50  # below this a progress bar is noise
+
+HELP = """Find probe, lifecycle and connection problems in Kubernetes manifests (and Go source).
+
+PATH may be files or directories (walked recursively; .git, node_modules, vendor, .venv and
+hidden directories are skipped). Manifests are YAML or JSON, multi-document, `kind: List`
+(`kubectl get -o yaml` dumps) or rendered Helm/kustomize output; YAML that is not a Kubernetes
+object is ignored, a file that cannot be parsed is reported as TDR001 and the scan goes on.
+
+Examples:
+
+  tcpdoctor scan deploy/   (text report, exit 1 on errors)
+
+  tcpdoctor scan . --format sarif -o scan.sarif   (for GitHub code scanning)
+
+  helm template charts/api > api.yaml && tcpdoctor scan api.yaml   (a rendered chart)
+
+  tcpdoctor scan k8s/ --select PRB --ignore PRB001 --fail-on warning
+
+Silence a finding with the annotation `tcpdoctor.io/ignore: "PRB003,PRB015"` on the object
+(or its pod template), or in `.tcpdoctor.toml` (found upward from PATH, or --config):
+select, ignore, severity overrides and per-path ignores. Read a rule's page with `tcpdoctor rule ID`.
+
+Exit status: 0 nothing at or above --fail-on, 1 findings at or above it, 2 bad usage or input.
+"""
+
+
+@dataclass
+class ScanContext:
+    """Everything one scan gathers; collectors add to it."""
+
+    paths: list[Path]
+    files: FileSet
+    config: Config
+    verbose: bool = False
+    bag: EvidenceBag = field(default_factory=EvidenceBag)
+    inputs: list[Input] = field(default_factory=list)
+    suppressors: list[Suppressor] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)  # extension options (--node-snapshot, --pcap, ...)
+    advance: Callable[[Path], None] = lambda _path: None  # progress: call once per file read
+
+    def add_evidence(self, kind: str, evidence: Any) -> None:
+        self.bag.add(kind, evidence)
+
+    def log(self, text: str) -> None:
+        if self.verbose:
+            print(f"tcpdoctor scan: {text}", file=sys.stderr)
+
+
+# -- collectors (one per source) ---------------------------------------------------------
+
+
+def _collect_manifests(ctx: ScanContext) -> None:
+    """Kubernetes YAML/JSON → evidence kind "manifests" (+ the tcpdoctor.io/ignore suppressor)."""
+    if not ctx.files.manifests:
+        return
+    started = time.perf_counter()
+    mset = manifests.collect_files(ctx.files.manifests, ctx.advance)
+    ctx.add_evidence("manifests", mset)
+    ctx.inputs.extend(Input("manifests", str(p)) for p in ctx.files.manifests)
+    ctx.suppressors.append(manifests.suppressor(mset))
+    ctx.notes.extend(mset.notes)
+    ctx.log(
+        f"{len(ctx.files.manifests)} manifest files: {len(mset.workloads)} workloads, {len(mset.services)} "
+        f"services, {len(mset.objects)} other objects, {len(mset.parse_errors)} unparsable "
+        f"({time.perf_counter() - started:.2f} s)"
+    )
+
+
+# Extension point: Go source ("go"), node snapshot ("node"), capture ("pcap") collectors go here.
+COLLECTORS: list[Callable[[ScanContext], None]] = [_collect_manifests]
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[Callable[[Path], None]]:
+    """A rich progress bar on stderr when it is a terminal and there are many files; else a no-op."""
+    if total < PROGRESS_MIN_FILES or not sys.stderr.isatty():
+        yield lambda _path: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("scanning"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(file=sys.stderr),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("scan", total=total)
+        yield lambda _path: bar.advance(task)
+
+
+def scan(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Files or directories to scan (manifests: .yaml/.yml/.json).", show_default=False
+        ),
+    ],
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Use this .tcpdoctor.toml instead of the one found upward from PATH."),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Print what was read and how long it took (stderr).")
+    ] = False,
+    # Extension point: source options (--include-tests, --node-snapshot FILE, --pcap FILE) go here.
+    format: FormatOpt = "text",
+    output: OutputOpt = None,
+    select: SelectOpt = None,
+    ignore: IgnoreOpt = None,
+    fail_on: FailOnOpt = None,
+) -> None:
+    opts = ReportOptions(format, output, select, ignore, fail_on)
+    opts.validate()
+    cfg = config_for(paths, config)
+    started = time.perf_counter()
+    files = walk(paths)
+    ctx = ScanContext(paths=paths, files=files, config=cfg, verbose=verbose)
+    ctx.notes.extend(s.note() for s in files.skipped)
+    ctx.log(f"config {cfg.path or '(none)'}; {files.count} files found")
+    with _progress(files.count) as advance:
+        ctx.advance = advance
+        for collect in COLLECTORS:
+            collect(ctx)
+    policy = opts.policy(cfg)
+    policy.suppressors.extend(ctx.suppressors)
+    findings = list(run_rules(ctx.bag, policy.enabled_rules()))
+    ctx.log(f"{len(findings)} findings before suppression ({time.perf_counter() - started:.2f} s)")
+    report = Report(command="scan", inputs=ctx.inputs, findings=findings, notes=ctx.notes)
+    finish(report, opts, policy)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("scan", help=HELP)(scan)
