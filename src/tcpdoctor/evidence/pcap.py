@@ -320,6 +320,7 @@ class PcapEvidence:
     states: Counter[str] = field(default_factory=Counter)
     resets: Counter[tuple[str, str]] = field(default_factory=Counter)  # (reset_by, phase) -> count
     events: Counter[str] = field(default_factory=Counter)  # event kind -> segments, all connections
+    clean_kept: int = 0
     clean_dropped: int = 0
 
     def with_state(self, *states: str) -> list[Connection]:

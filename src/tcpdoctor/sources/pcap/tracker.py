@@ -1,0 +1,1130 @@
+"""TCP connection tracking: a compiled state machine over decoded batches, finished connections out.
+
+Connections are keyed by the 4-tuple (both directions map to one key) and the SYN instance:
+a SYN without ACK whose sequence number differs from the ISN its sender already used, or a
+SYN on a 4-tuple whose connection already saw FIN or RST, finishes the old connection
+(``finished_by="reuse"``) and starts a new one with a ``reused_ports`` event.
+
+State lives in two numpy matrices (int64 ``S`` and float64 ``T``, one row per live
+connection, columns ``C_*`` and, per direction, ``D_*`` at ``D0 + dir * ND``) and a numba
+typed dict from key to row. Connections are finished and their rows recycled when closed
+(both FINs, or a RST) and quiet for ``linger`` seconds of capture time, when idle for
+``idle_timeout`` seconds, on port reuse, or at the end of the capture: memory is bounded
+by the live connections, not by the packets.
+
+The analysis flags follow Wireshark's ``tcp.analysis.*`` (docs/pcap.md lists each
+definition and the differences).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numba as nb
+import numpy as np
+from numba import types
+from numba.typed import Dict
+
+from tcpdoctor.evidence.pcap import (
+    CONTINUE,
+    MAX_EVENTS_PER_KIND,
+    STOP,
+    AnalyzerFactory,
+    CaptureStats,
+    Connection,
+    ConnectionObserver,
+    Direction,
+    DirectionStats,
+    Endpoint,
+    PcapEvidence,
+    StreamAnalyzer,
+    TcpEvent,
+)
+from tcpdoctor.sources.pcap.conn_state import Sent, conn_state
+from tcpdoctor.sources.pcap.fastpath import (
+    ACK,
+    FIN,
+    H_ACK,
+    H_DA_HI,
+    H_DA_LO,
+    H_DPORT,
+    H_FLAGS,
+    H_IPID,
+    H_IPLEN,
+    H_MSS,
+    H_OK,
+    H_POFF,
+    H_SA_HI,
+    H_SA_LO,
+    H_SACKP,
+    H_SEGLEN,
+    H_SEQ,
+    H_SPORT,
+    H_TSOPT,
+    H_TTL,
+    H_WIN,
+    H_WSCALE,
+    RST,
+    SYN,
+    decode,
+)
+from tcpdoctor.sources.pcap.reader import Batch, open_capture
+
+# --- connection columns of S ---------------------------------------------------------------
+C_ID = 0
+C_CA_HI = 1  # client address (v4-mapped for IPv4)
+C_CA_LO = 2
+C_SA_HI = 3
+C_SA_LO = 4
+C_CPORT = 5
+C_SPORT = 6
+C_K0 = 7  # the dict key (5 values)
+C_FIRST_FRAME = 12
+C_LAST_FRAME = 13
+C_RESET_BY = 14  # -1 none, 0 client, 1 server
+C_RESET_FRAME = 15
+C_RESET_PHASE = 16  # 0 none, 1 handshake, 2 established, 3 closing
+C_SYN_FRAME = 17
+C_SYNACK_FRAME = 18
+C_MAXIDLE_FRAME = 19
+C_FINISHED_BY = 20  # 0 eof, 1 fin, 2 rst, 3 idle, 4 reuse
+C_APP = 21  # 1 while the app layer wants this connection's payload
+C_HISTLEN = 22
+C_CLOSED = 23  # 1 after both FINs or a RST
+C_FLIPPED = 24  # 1 when the client is not the first packet's sender
+C_REUSED = 25  # 1 when this connection reused the 4-tuple of an earlier one
+C_HANDSHAKE_DONE = 26
+C_COLS = 32
+
+# --- per-direction columns of S (at D0 + d * ND) ---------------------------------------------
+D0 = C_COLS
+D_BASE_SET = 0
+D_BASE = 1  # ISN (SYN's seq) or first seq seen: relative numbers are seq - BASE
+D_SYN_SEEN = 2
+D_NEXT_SET = 3
+D_NEXT = 4  # relative next expected sequence number
+D_ACK_SET = 5
+D_ACK = 6  # last absolute ack number sent by this direction
+D_WIN_SET = 7
+D_WIN = 8  # last raw window
+D_WSCALE = 9  # offered shift, -1 none
+D_MSS = 10
+D_SACKP = 11
+D_TSOPT = 12
+D_PACKETS = 13
+D_BYTES = 14
+D_IPBYTES = 15
+D_RETRANS = 16
+D_FASTRETX = 17
+D_SPURIOUS = 18
+D_OOO = 19
+D_DUPACK = 20
+D_DUPACKNUM = 21
+D_ZEROWIN = 22
+D_ZWPROBE = 23
+D_WINFULL = 24
+D_KEEPALIVE = 25
+D_LOST = 26
+D_SYNS = 27
+D_FINS = 28
+D_RSTS = 29
+D_TTL = 30
+D_RST_TTL = 31
+D_RST_IPID = 32
+D_LAST_IPID = 33
+D_IPID_BEFORE_RST = 34
+D_SENT_SYNACK = 35
+D_SENT_DATA = 36
+D_HIST = 37  # bitmask of history letters already written
+D_T_NEXT = 38  # next retransmission count at which T is written again (1, 10, 100, ...)
+D_W_NEXT = 39
+D_SKIP_UNTIL = 40  # app layer: relative seq before which payload is not delivered
+D_APP_DONE = 41
+D_ISN = 42
+ND = 48
+S_COLS = D0 + 2 * ND
+
+# --- float columns of T ----------------------------------------------------------------------
+T_START = 0
+T_END = 1
+T_RESET_TS = 2
+T_SYN_TS = 3
+T_SYNACK_TS = 4
+T_ACK_TS = 5
+T_MAXIDLE = 6
+T_IDLE_BEFORE_RST = 7
+T_D0 = 8  # per direction: FIRST, LAST, LAST_PAYLOAD, NEXT_TIME
+TD_FIRST = 0
+TD_LAST = 1
+TD_LAST_PAYLOAD = 2
+TD_NEXT_TIME = 3
+TND = 4
+T_COLS = T_D0 + 2 * TND
+
+HIST_MAX = 40
+
+# event kind codes (index into EVENT_CODES)
+EV_RETRANS = 0
+EV_FASTRETX = 1
+EV_SPURIOUS = 2
+EV_OOO = 3
+EV_DUPACK = 4
+EV_ZEROWIN = 5
+EV_ZWPROBE = 6
+EV_WINFULL = 7
+EV_KEEPALIVE = 8
+EV_REUSED = 9
+EV_LOST = 10
+EV_RST = 11
+EV_SYNRETX = 12
+EVENT_CODES = (
+    "retransmission",
+    "fast_retransmission",
+    "spurious_retransmission",
+    "out_of_order",
+    "dup_ack",
+    "zero_window",
+    "zero_window_probe",
+    "window_full",
+    "keep_alive",
+    "reused_ports",
+    "lost_segment",
+    "rst",
+    "syn_retransmission",
+)
+EV_COLS = 7  # conn id, kind, frame, dir, seq, len, (ts in a float array)
+
+# per-packet output columns (int64 matrix P)
+P_CONN = 0  # connection id, 0 when not TCP
+P_SLOT = 1
+P_DIR = 2
+P_REL = 3
+P_DELIVER = 4  # 1: hand the payload / FIN / RST to the app layer
+P_COLS = 5
+
+# global state vector G
+G_NEXT_ID = 0
+G_FREE_TOP = 1
+G_LIVE = 2
+G_COLS = 4
+
+KEY_TYPE = types.UniTuple(types.int64, 5)
+
+OOO_THRESHOLD = 0.003  # seconds, Wireshark's default when the RTT is unknown
+
+
+def new_key_dict() -> Any:
+    return Dict.empty(key_type=KEY_TYPE, value_type=types.int64)
+
+
+@nb.njit(cache=True, inline="always")
+def _rel(x: int) -> int:
+    x &= 0xFFFFFFFF
+    if x >= 0x80000000:
+        x -= 0x100000000
+    return x
+
+
+@nb.njit(cache=True)
+def _hist(S: Any, Hs: Any, slot: int, d: int, letter: int, bit: int) -> None:
+    """Zeek history: a letter once per direction (upper case = client), in order of appearance."""
+    b = D0 + d * ND
+    if S[slot, b + D_HIST] & bit:
+        return
+    S[slot, b + D_HIST] |= bit
+    n = S[slot, C_HISTLEN]
+    if n < HIST_MAX:
+        Hs[slot, n] = letter if d == 0 else letter + 32
+        S[slot, C_HISTLEN] = n + 1
+
+
+@nb.njit(cache=True)
+def _hist_repeat(S: Any, Hs: Any, slot: int, d: int, letter: int, count: int, col: int) -> None:
+    """Zeek's T/W (and C): written again when their count reaches 10, 100, 1000, ..."""
+    b = D0 + d * ND
+    if count >= S[slot, b + col]:
+        S[slot, b + col] = S[slot, b + col] * 10
+        n = S[slot, C_HISTLEN]
+        if n < HIST_MAX:
+            Hs[slot, n] = letter if d == 0 else letter + 32
+            S[slot, C_HISTLEN] = n + 1
+
+
+@nb.njit(cache=True)
+def _event(
+    E: Any, ET: Any, ne: int, cid: int, kind: int, frame: int, d: int, rel: int, seglen: int, ts: float
+) -> int:
+    if ne < len(E):
+        E[ne, 0] = cid
+        E[ne, 1] = kind
+        E[ne, 2] = frame
+        E[ne, 3] = d
+        E[ne, 4] = rel
+        E[ne, 5] = seglen
+        ET[ne] = ts
+        return ne + 1
+    return ne
+
+
+@nb.njit(cache=True)
+def _alloc(S: Any, T: Any, Hs: Any, free: Any, G: Any) -> int:
+    top = G[G_FREE_TOP]
+    if top == 0:
+        return -1
+    top -= 1
+    G[G_FREE_TOP] = top
+    slot = free[top]
+    S[slot, :] = 0
+    T[slot, :] = 0.0
+    Hs[slot, :] = 0
+    G[G_LIVE] += 1
+    return slot
+
+
+@nb.njit(cache=True)
+def _open(
+    S: Any, T: Any, Hs: Any, free: Any, G: Any, key: Any, client_is_src: bool, h: Any, frame: int, ts: float
+) -> int:
+    slot = _alloc(S, T, Hs, free, G)
+    if slot < 0:
+        return -1
+    cid = G[G_NEXT_ID]
+    G[G_NEXT_ID] = cid + 1
+    S[slot, C_ID] = cid
+    if client_is_src:
+        S[slot, C_CA_HI] = h[H_SA_HI]
+        S[slot, C_CA_LO] = h[H_SA_LO]
+        S[slot, C_SA_HI] = h[H_DA_HI]
+        S[slot, C_SA_LO] = h[H_DA_LO]
+        S[slot, C_CPORT] = h[H_SPORT]
+        S[slot, C_SPORT] = h[H_DPORT]
+    else:
+        S[slot, C_CA_HI] = h[H_DA_HI]
+        S[slot, C_CA_LO] = h[H_DA_LO]
+        S[slot, C_SA_HI] = h[H_SA_HI]
+        S[slot, C_SA_LO] = h[H_SA_LO]
+        S[slot, C_CPORT] = h[H_DPORT]
+        S[slot, C_SPORT] = h[H_SPORT]
+        S[slot, C_FLIPPED] = 1
+    for j in range(5):
+        S[slot, C_K0 + j] = key[j]
+    S[slot, C_FIRST_FRAME] = frame
+    S[slot, C_RESET_BY] = -1
+    S[slot, C_APP] = 1
+    for d in range(2):
+        b = D0 + d * ND
+        S[slot, b + D_WSCALE] = -1
+        S[slot, b + D_MSS] = -1
+        S[slot, b + D_TTL] = -1
+        S[slot, b + D_RST_TTL] = -1
+        S[slot, b + D_RST_IPID] = -1
+        S[slot, b + D_LAST_IPID] = -1
+        S[slot, b + D_IPID_BEFORE_RST] = -1
+        S[slot, b + D_T_NEXT] = 1
+        S[slot, b + D_W_NEXT] = 1
+        S[slot, b + D_ISN] = -1
+    T[slot, T_START] = ts
+    T[slot, T_END] = ts
+    for j in range(T_RESET_TS, T_IDLE_BEFORE_RST + 1):
+        T[slot, j] = np.nan
+    if not client_is_src:
+        # the first packet came from the server: Zeek's "^" (flipped)
+        Hs[slot, 0] = 94
+        S[slot, C_HISTLEN] = 1
+    return slot
+
+
+@nb.njit(cache=True)
+def track(
+    H: Any,
+    ts: Any,
+    first_frame: int,
+    S: Any,
+    T: Any,
+    Hs: Any,
+    table: Any,
+    free: Any,
+    G: Any,
+    finished: Any,
+) -> Any:
+    """Run one decoded batch through the connection table.
+
+    Returns (P, E, ET, n_events, n_finished, overflow): per-packet outputs, events, and how many
+    slots were written to ``finished`` (connections ended by port reuse inside the batch; their
+    rows stay in S/T until the caller has read them and released the slots).
+    """
+    n = len(H)
+    P = np.zeros((n, P_COLS), np.int64)
+    E = np.zeros((2 * n + 16, EV_COLS), np.int64)
+    ET = np.zeros(2 * n + 16, np.float64)
+    ne = 0
+    nf = 0
+    overflow = 0
+    key = (np.int64(0), np.int64(0), np.int64(0), np.int64(0), np.int64(0))
+    for i in range(n):
+        h = H[i]
+        if h[H_OK] == 0:
+            continue
+        t = ts[i]
+        frame = first_frame + i
+        flags = h[H_FLAGS]
+        syn = (flags & SYN) != 0
+        fin = (flags & FIN) != 0
+        rst = (flags & RST) != 0
+        ackf = (flags & ACK) != 0
+        seglen = h[H_SEGLEN]
+        # canonical key: the smaller (addr, port) first
+        a_hi = h[H_SA_HI]
+        a_lo = h[H_SA_LO]
+        b_hi = h[H_DA_HI]
+        b_lo = h[H_DA_LO]
+        sp = h[H_SPORT]
+        dp = h[H_DPORT]
+        src_first = a_hi < b_hi or (a_hi == b_hi and (a_lo < b_lo or (a_lo == b_lo and sp <= dp)))
+        if src_first:
+            key = (a_hi, a_lo, b_hi, b_lo, (sp << 16) | dp)
+        else:
+            key = (b_hi, b_lo, a_hi, a_lo, (dp << 16) | sp)
+        slot = np.int64(-1)
+        if key in table:
+            slot = table[key]
+        if slot >= 0:
+            src_is_client = S[slot, C_CPORT] == sp and S[slot, C_CA_LO] == a_lo and S[slot, C_CA_HI] == a_hi
+            if syn and not ackf:
+                d0 = 0 if src_is_client else 1
+                b = D0 + d0 * ND
+                reuse = False
+                if (S[slot, b + D_SYN_SEEN] == 1 and S[slot, b + D_ISN] != h[H_SEQ]) or (
+                    S[slot, b + D_SYN_SEEN] == 0
+                    and (S[slot, C_CLOSED] == 1 or S[slot, D0 + D_FINS] + S[slot, D0 + ND + D_FINS] > 0)
+                ):
+                    reuse = True
+                if reuse:
+                    if nf < len(finished):
+                        S[slot, C_FINISHED_BY] = 4
+                        finished[nf] = slot
+                        nf += 1
+                        del table[key]
+                        slot = -1
+                    else:
+                        overflow += 1
+        if slot < 0:
+            client_is_src = True
+            if syn and ackf:
+                client_is_src = False
+            elif not syn:
+                # midstream: the lower (well-known) port is taken as the server's
+                client_is_src = sp >= dp
+            slot = _open(S, T, Hs, free, G, key, client_is_src, h, frame, t)
+            if slot < 0:
+                overflow += 1
+                continue
+            table[key] = slot
+            if nf > 0 and syn and not ackf:
+                # did the previous instance of this key just finish in this batch?
+                for j in range(nf):
+                    fs = finished[j]
+                    same = True
+                    for q in range(5):
+                        if S[fs, C_K0 + q] != key[q]:
+                            same = False
+                    if same and S[fs, C_FINISHED_BY] == 4:
+                        S[slot, C_REUSED] = 1
+                        ne = _event(E, ET, ne, S[slot, C_ID], EV_REUSED, frame, 0, 0, 0, t)
+                        break
+            src_is_client = client_is_src
+        d = 0 if src_is_client else 1
+        r = 1 - d
+        fb = D0 + d * ND
+        rb = D0 + r * ND
+        tf = T_D0 + d * TND
+        cid = S[slot, C_ID]
+        seq = h[H_SEQ]
+        ack = h[H_ACK]
+        win = h[H_WIN]
+        # idle gap
+        gap = t - T[slot, T_END]
+        if (gap > T[slot, T_MAXIDLE] or S[slot, C_MAXIDLE_FRAME] == 0) and S[slot, C_FIRST_FRAME] != frame:
+            T[slot, T_MAXIDLE] = gap
+            S[slot, C_MAXIDLE_FRAME] = frame
+        # counters
+        S[slot, fb + D_PACKETS] += 1
+        S[slot, fb + D_BYTES] += seglen
+        S[slot, fb + D_IPBYTES] += h[H_IPLEN]
+        if S[slot, fb + D_TTL] < 0:
+            S[slot, fb + D_TTL] = h[H_TTL]
+            T[slot, tf + TD_FIRST] = t
+        T[slot, tf + TD_LAST] = t
+        if seglen > 0:
+            T[slot, tf + TD_LAST_PAYLOAD] = t
+        # sequence base
+        if syn and S[slot, fb + D_SYN_SEEN] == 0:
+            S[slot, fb + D_SYN_SEEN] = 1
+            S[slot, fb + D_ISN] = seq
+            S[slot, fb + D_BASE] = seq
+            S[slot, fb + D_BASE_SET] = 1
+            if h[H_MSS] >= 0:
+                S[slot, fb + D_MSS] = h[H_MSS]
+            S[slot, fb + D_WSCALE] = h[H_WSCALE]
+            S[slot, fb + D_SACKP] = h[H_SACKP]
+            S[slot, fb + D_TSOPT] = h[H_TSOPT]
+        if S[slot, fb + D_BASE_SET] == 0:
+            S[slot, fb + D_BASE] = seq
+            S[slot, fb + D_BASE_SET] = 1
+        rel = _rel(seq - S[slot, fb + D_BASE])
+        next_set = S[slot, fb + D_NEXT_SET] == 1
+        nxt = S[slot, fb + D_NEXT]
+        sfr = syn or fin or rst
+        rev_win0 = S[slot, rb + D_WIN_SET] == 1 and S[slot, rb + D_WIN] == 0
+        # --- analysis (Wireshark's order) ---
+        ka = False
+        if seglen == 1 and next_set and rel == nxt and rev_win0 and not sfr:
+            S[slot, fb + D_ZWPROBE] += 1
+            ne = _event(E, ET, ne, cid, EV_ZWPROBE, frame, d, rel, seglen, t)
+        if win == 0 and not sfr:
+            S[slot, fb + D_ZEROWIN] += 1
+            ne = _event(E, ET, ne, cid, EV_ZEROWIN, frame, d, rel, seglen, t)
+            _hist_repeat(S, Hs, slot, d, 87, S[slot, fb + D_ZEROWIN], D_W_NEXT)
+        if next_set and rel > nxt and not rst:
+            S[slot, fb + D_LOST] += 1
+            ne = _event(E, ET, ne, cid, EV_LOST, frame, d, rel, seglen, t)
+        if next_set and seglen <= 1 and not sfr and rel == nxt - 1:
+            ka = True
+            if rev_win0:
+                # Linux probes a zero window with seq = next-1, len 0: a zero-window probe
+                S[slot, fb + D_ZWPROBE] += 1
+                ne = _event(E, ET, ne, cid, EV_ZWPROBE, frame, d, rel, seglen, t)
+            else:
+                S[slot, fb + D_KEEPALIVE] += 1
+                ne = _event(E, ET, ne, cid, EV_KEEPALIVE, frame, d, rel, seglen, t)
+        if seglen > 0 and not sfr and S[slot, rb + D_WIN_SET] == 1 and S[slot, rb + D_ACK_SET] == 1:
+            scale = 0
+            if S[slot, rb + D_WSCALE] >= 0 and S[slot, fb + D_WSCALE] >= 0:
+                scale = S[slot, rb + D_WSCALE]
+            rack = _rel(S[slot, rb + D_ACK] - S[slot, fb + D_BASE])
+            if rel + seglen == rack + (S[slot, rb + D_WIN] << scale):
+                S[slot, fb + D_WINFULL] += 1
+                ne = _event(E, ET, ne, cid, EV_WINFULL, frame, d, rel, seglen, t)
+        if (
+            seglen == 0
+            and not sfr
+            and ackf
+            and not ka
+            and next_set
+            and rel == nxt
+            and S[slot, fb + D_ACK_SET] == 1
+            and ack == S[slot, fb + D_ACK]
+            and S[slot, fb + D_WIN_SET] == 1
+            and win == S[slot, fb + D_WIN]
+            and win != 0
+        ):
+            S[slot, fb + D_DUPACKNUM] += 1
+            S[slot, fb + D_DUPACK] += 1
+            ne = _event(E, ET, ne, cid, EV_DUPACK, frame, d, rel, seglen, t)
+        elif ackf and (S[slot, fb + D_ACK_SET] == 0 or ack != S[slot, fb + D_ACK] or seglen > 0):
+            S[slot, fb + D_DUPACKNUM] = 0
+        if (seglen > 0 or syn or fin) and next_set and not ka and rel < nxt:
+            kind = EV_RETRANS
+            if syn:
+                kind = EV_SYNRETX
+            elif (
+                seglen > 0
+                and S[slot, rb + D_DUPACKNUM] >= 2
+                and S[slot, rb + D_ACK_SET] == 1
+                and S[slot, rb + D_ACK] == seq
+            ):
+                kind = EV_FASTRETX
+            else:
+                thr = OOO_THRESHOLD
+                hs = T[slot, T_SYNACK_TS] - T[slot, T_SYN_TS]
+                if hs == hs and hs > 0:
+                    thr = hs
+                if t - T[slot, tf + TD_NEXT_TIME] < thr and nxt != rel + seglen:
+                    kind = EV_OOO
+                elif (
+                    seglen > 0
+                    and S[slot, rb + D_ACK_SET] == 1
+                    and rel + seglen <= _rel(S[slot, rb + D_ACK] - S[slot, fb + D_BASE])
+                ):
+                    kind = EV_SPURIOUS
+            if kind == EV_OOO:
+                S[slot, fb + D_OOO] += 1
+            else:
+                S[slot, fb + D_RETRANS] += 1
+                if kind == EV_FASTRETX:
+                    S[slot, fb + D_FASTRETX] += 1
+                elif kind == EV_SPURIOUS:
+                    S[slot, fb + D_SPURIOUS] += 1
+                _hist_repeat(S, Hs, slot, d, 84, S[slot, fb + D_RETRANS], D_T_NEXT)
+            ne = _event(E, ET, ne, cid, kind, frame, d, rel, seglen, t)
+        # --- state updates ---
+        end = rel + seglen + (1 if syn else 0) + (1 if fin else 0)
+        if not next_set or end > nxt:
+            S[slot, fb + D_NEXT] = end
+            S[slot, fb + D_NEXT_SET] = 1
+            T[slot, tf + TD_NEXT_TIME] = t
+        S[slot, fb + D_WIN] = win
+        S[slot, fb + D_WIN_SET] = 1
+        if ackf:
+            S[slot, fb + D_ACK] = ack
+            S[slot, fb + D_ACK_SET] = 1
+        # handshake and history
+        if syn and not ackf:
+            S[slot, fb + D_SYNS] += 1
+            if fin:
+                _hist(S, Hs, slot, d, 81, 1 << 10)  # Q
+            _hist(S, Hs, slot, d, 83, 1 << 0)  # S
+            if d == 0 and S[slot, C_SYN_FRAME] == 0:
+                S[slot, C_SYN_FRAME] = frame
+                T[slot, T_SYN_TS] = t
+        elif syn:
+            S[slot, fb + D_SYNS] += 1
+            S[slot, fb + D_SENT_SYNACK] = 1
+            _hist(S, Hs, slot, d, 72, 1 << 1)  # H
+            if d == 1 and S[slot, C_SYNACK_FRAME] == 0:
+                S[slot, C_SYNACK_FRAME] = frame
+                T[slot, T_SYNACK_TS] = t
+        if seglen > 0:
+            S[slot, fb + D_SENT_DATA] = 1
+            _hist(S, Hs, slot, d, 68, 1 << 3)  # D
+        elif ackf and not sfr:
+            _hist(S, Hs, slot, d, 65, 1 << 2)  # A
+            if d == 0 and S[slot, C_SYNACK_FRAME] != 0 and T[slot, T_ACK_TS] != T[slot, T_ACK_TS]:
+                T[slot, T_ACK_TS] = t
+        if d == 0 and ackf and S[slot, C_SYNACK_FRAME] != 0 and not syn:
+            S[slot, C_HANDSHAKE_DONE] = 1
+        if S[slot, D0 + D_SENT_DATA] == 1 and S[slot, D0 + ND + D_SENT_DATA] == 1:
+            S[slot, C_HANDSHAKE_DONE] = 1
+        if fin:
+            S[slot, fb + D_FINS] += 1
+            _hist(S, Hs, slot, d, 70, 1 << 4)  # F
+            if S[slot, rb + D_FINS] > 0:
+                S[slot, C_CLOSED] = 1
+        if rst:
+            S[slot, fb + D_RSTS] += 1
+            _hist(S, Hs, slot, d, 82, 1 << 5)  # R
+            ne = _event(E, ET, ne, cid, EV_RST, frame, d, rel, seglen, t)
+            if S[slot, fb + D_RST_TTL] < 0:
+                S[slot, fb + D_RST_TTL] = h[H_TTL]
+                S[slot, fb + D_RST_IPID] = h[H_IPID]
+                S[slot, fb + D_IPID_BEFORE_RST] = S[slot, fb + D_LAST_IPID]
+            if S[slot, C_RESET_BY] < 0:
+                S[slot, C_RESET_BY] = d
+                S[slot, C_RESET_FRAME] = frame
+                T[slot, T_RESET_TS] = t
+                T[slot, T_IDLE_BEFORE_RST] = t - T[slot, T_END] if S[slot, C_FIRST_FRAME] != frame else 0.0
+                if S[slot, C_HANDSHAKE_DONE] == 0:
+                    S[slot, C_RESET_PHASE] = 1
+                elif S[slot, D0 + D_FINS] + S[slot, D0 + ND + D_FINS] > 0:
+                    S[slot, C_RESET_PHASE] = 3
+                else:
+                    S[slot, C_RESET_PHASE] = 2
+            S[slot, C_CLOSED] = 1
+        else:
+            S[slot, fb + D_LAST_IPID] = h[H_IPID]
+        T[slot, T_END] = max(T[slot, T_END], t)
+        S[slot, C_LAST_FRAME] = frame
+        # outputs
+        P[i, P_CONN] = cid + 1
+        P[i, P_SLOT] = slot
+        P[i, P_DIR] = d
+        P[i, P_REL] = rel
+        if (
+            S[slot, C_APP] == 1
+            and (seglen > 0 or fin or rst)
+            and S[slot, fb + D_APP_DONE] == 0
+            and (rel + seglen > S[slot, fb + D_SKIP_UNTIL] or fin or rst)
+        ):
+            P[i, P_DELIVER] = 1
+    return P, E, ET, ne, nf, overflow
+
+
+@nb.njit(cache=True)
+def sweep(S: Any, T: Any, table: Any, now: float, linger: float, idle: float, everything: bool) -> Any:
+    """Finish connections: closed and quiet for ``linger`` s, idle for ``idle`` s, or all (EOF).
+
+    Removes them from the table and returns their slots (rows still intact).
+    """
+    out = np.empty(len(table), np.int64)
+    k = 0
+    for slot in table.values():
+        quiet = now - T[slot, T_END]
+        done = everything
+        if S[slot, C_CLOSED] == 1 and quiet > linger:
+            done = True
+        elif quiet > idle:
+            done = True
+            S[slot, C_FINISHED_BY] = 3
+        if done:
+            out[k] = slot
+            k += 1
+    for j in range(k):
+        slot = out[j]
+        key = (S[slot, C_K0], S[slot, C_K0 + 1], S[slot, C_K0 + 2], S[slot, C_K0 + 3], S[slot, C_K0 + 4])
+        del table[key]
+    return out[:k]
+
+
+@nb.njit(cache=True)
+def release(free: Any, G: Any, slots: Any) -> None:
+    for s in slots:
+        free[G[G_FREE_TOP]] = s
+        G[G_FREE_TOP] += 1
+        G[G_LIVE] -= 1
+
+
+# =============================================================================================
+# The Python side: state arrays, finished connections as evidence records, the app-layer hook
+# =============================================================================================
+
+FINISHED_BY = {0: "eof", 1: "fin", 2: "rst", 3: "idle", 4: "reuse"}
+PHASES = {1: "handshake", 2: "established", 3: "closing"}
+
+
+def _ip_text(hi: int, lo: int) -> str:
+    if hi == 0 and (lo >> 32) == 0xFFFF:
+        v = lo & 0xFFFFFFFF
+        return f"{v >> 24}.{(v >> 16) & 255}.{(v >> 8) & 255}.{v & 255}"
+    return str(ipaddress.IPv6Address(((hi & 0xFFFFFFFFFFFFFFFF) << 64) | (lo & 0xFFFFFFFFFFFFFFFF)))
+
+
+@dataclass(slots=True)
+class _Stream:
+    """App-layer delivery state of one direction."""
+
+    next: int | None = None  # next relative sequence number to deliver
+    skip_until: int = 0
+    delivered: int = 0
+    done: bool = False
+
+
+@dataclass(slots=True)
+class _AppConn:
+    analyzer: StreamAnalyzer
+    streams: tuple[_Stream, _Stream] = field(default_factory=lambda: (_Stream(), _Stream()))
+
+
+class Engine:
+    """Feed batches (:meth:`feed`), get finished :class:`Connection` values back, then :meth:`close`.
+
+    ``factories`` are the app-layer parsers (see :class:`tcpdoctor.evidence.pcap.AnalyzerFactory`);
+    ``max_app_bytes`` bounds what each direction of a connection delivers to them.
+    """
+
+    def __init__(
+        self,
+        factories: Iterable[AnalyzerFactory] = (),
+        *,
+        linger: float = 60.0,
+        idle_timeout: float = 3600.0,
+        max_app_bytes: int = 256 * 1024,
+        capacity: int = 1 << 16,
+    ) -> None:
+        self.factories = list(factories)
+        self.linger = linger
+        self.idle_timeout = idle_timeout
+        self.max_app_bytes = max_app_bytes
+        self.S = np.zeros((capacity, S_COLS), np.int64)
+        self.T = np.zeros((capacity, T_COLS), np.float64)
+        self.Hs = np.zeros((capacity, HIST_MAX), np.uint8)
+        self.free = np.arange(capacity - 1, -1, -1, dtype=np.int64)
+        self.G = np.zeros(G_COLS, np.int64)
+        self.G[G_FREE_TOP] = capacity
+        self.G[G_NEXT_ID] = 0
+        self.table = new_key_dict()
+        self.events: dict[int, dict[int, list[TcpEvent]]] = {}
+        self.app: dict[int, _AppConn | None] = {}
+        self.now = float("-inf")
+        self.stats = CaptureStats()
+        self.unknown_link = 0
+        self.peak_live = 0
+        self._ips: dict[tuple[int, int], str] = {}
+
+    # -- capacity ------------------------------------------------------------------------------
+    def _ensure(self, n: int) -> None:
+        free_top = int(self.G[G_FREE_TOP])
+        if free_top >= n + 16:
+            return
+        old = len(self.S)
+        new = max(old * 2, old + n + 16)
+        for name in ("S", "T", "Hs"):
+            arr = getattr(self, name)
+            grown = np.zeros((new, arr.shape[1]), arr.dtype)
+            grown[:old] = arr
+            setattr(self, name, grown)
+        free = np.empty(new, np.int64)
+        free[:free_top] = self.free[:free_top]
+        free[free_top : free_top + new - old] = np.arange(new - 1, old - 1, -1)
+        self.free = free
+        self.G[G_FREE_TOP] = free_top + new - old
+
+    # -- batches -------------------------------------------------------------------------------
+    def feed(self, batch: Batch) -> Iterator[Connection]:
+        n = len(batch)
+        if n == 0:
+            return
+        H, unknown = decode(batch.buf, batch.offset, batch.caplen, batch.linktype)
+        self.unknown_link += int(unknown)
+        st = self.stats
+        st.packets += n
+        st.bytes += int(batch.caplen.sum())
+        tcp = int(H[:, H_OK].sum())
+        st.tcp_packets += tcp
+        st.other_packets += n - tcp
+        t0, t1 = float(batch.ts.min()), float(batch.ts.max())
+        st.first_ts = t0 if st.first_ts is None else min(st.first_ts, t0)
+        st.last_ts = t1 if st.last_ts is None else max(st.last_ts, t1)
+        self._ensure(n)
+        finished = np.empty(n, np.int64)
+        P, E, ET, ne, nf, _overflow = track(
+            H, batch.ts, batch.first_frame, self.S, self.T, self.Hs, self.table, self.free, self.G, finished
+        )
+        self.peak_live = max(self.peak_live, int(self.G[G_LIVE]))
+        if ne:
+            self._collect_events(E[:ne], ET[:ne])
+        if self.factories:
+            self._deliver(batch, H, P)
+        if nf:
+            yield from self._finish(finished[:nf])
+        self.now = max(self.now, t1)
+        yield from self._finish(
+            sweep(self.S, self.T, self.table, self.now, self.linger, self.idle_timeout, False)
+        )
+
+    def close(self) -> Iterator[Connection]:
+        """The end of the capture: every live connection is finished."""
+        yield from self._finish(
+            sweep(self.S, self.T, self.table, self.now, self.linger, self.idle_timeout, True)
+        )
+
+    # -- events --------------------------------------------------------------------------------
+    def _collect_events(self, E: Any, ET: Any) -> None:
+        events = self.events
+        for (cid, kind, frame, d, rel, seglen, _), ts in zip(E.tolist(), ET.tolist(), strict=True):
+            per = events.get(cid)
+            if per is None:
+                per = events[cid] = {}
+            lst = per.get(kind)
+            if lst is None:
+                lst = per[kind] = []
+            if len(lst) < MAX_EVENTS_PER_KIND:
+                lst.append(TcpEvent(EVENT_CODES[kind], frame, ts, Direction(d), rel, seglen))
+
+    # -- app layer -----------------------------------------------------------------------------
+    def _deliver(self, batch: Batch, H: Any, P: Any) -> None:
+        idx = np.flatnonzero(P[:, P_DELIVER])
+        if not len(idx):
+            return
+        buf = batch.buf
+        rows = P[idx].tolist()
+        hrows = H[idx][:, [H_FLAGS, H_SEGLEN, H_POFF, 14]].tolist()  # 14 = H_PCAP
+        tss = batch.ts[idx].tolist()
+        first = batch.first_frame
+        for i, (cid1, slot, d, rel, _), (flags, seglen, poff, pcap), ts in zip(
+            idx.tolist(), rows, hrows, tss, strict=True
+        ):
+            cid = cid1 - 1
+            frame = first + i
+            ac = self.app.get(cid, False)
+            if ac is None:
+                continue
+            if ac is False:
+                if seglen == 0:
+                    continue
+                ac = self._open_app(cid, slot, d, bytes(buf[poff : poff + pcap]))
+                if ac is None:
+                    continue
+            assert isinstance(ac, _AppConn)
+            stream = ac.streams[d]
+            direction = Direction(d)
+            if seglen > 0 and not stream.done:
+                self._data(ac, stream, direction, slot, cid, buf, rel, seglen, poff, pcap, frame, ts)
+            if flags & (FIN | RST):
+                ac.analyzer.closed(direction, frame, ts, bool(flags & RST))
+
+    def _open_app(self, cid: int, slot: int, d: int, first: bytes) -> _AppConn | None:
+        conn = self._build(slot, partial=True)
+        for factory in self.factories:
+            analyzer = factory.open(conn, Direction(d), first)
+            if analyzer is not None:
+                ac = _AppConn(analyzer)
+                self.app[cid] = ac
+                return ac
+        self.app[cid] = None
+        self.S[slot, C_APP] = 0
+        return None
+
+    def _data(
+        self,
+        ac: _AppConn,
+        stream: _Stream,
+        direction: Direction,
+        slot: int,
+        cid: int,
+        buf: Any,
+        rel: int,
+        seglen: int,
+        poff: int,
+        pcap: int,
+        frame: int,
+        ts: float,
+    ) -> None:
+        an = ac.analyzer
+        if stream.next is None:
+            stream.next = rel
+        cursor = max(stream.next, stream.skip_until)
+        end = rel + seglen
+        if end <= cursor:
+            return  # retransmitted or skipped bytes
+        result = CONTINUE
+        if rel > cursor:
+            result = an.gap(direction, rel - cursor, frame, ts)
+            cursor = rel
+        if result == CONTINUE:
+            lo = cursor - rel
+            if lo < pcap:
+                chunk = bytes(buf[poff + lo : poff + pcap])
+                stream.delivered += len(chunk)
+                result = an.data(direction, chunk, frame, ts)
+            if result == CONTINUE and rel + pcap < end:
+                result = an.gap(direction, end - max(rel + pcap, cursor), frame, ts)
+        stream.next = end
+        if result == CONTINUE and stream.delivered > self.max_app_bytes:
+            result = STOP
+        live = self.S[slot, C_ID] == cid
+        base = D0 + int(direction) * ND
+        if result == STOP:
+            stream.done = True
+            if live:
+                self.S[slot, base + D_APP_DONE] = 1
+                if ac.streams[0].done and ac.streams[1].done:
+                    self.S[slot, C_APP] = 0
+        elif result > 0:
+            stream.skip_until = end + result
+            if live:
+                self.S[slot, base + D_SKIP_UNTIL] = stream.skip_until
+
+    # -- finished connections ------------------------------------------------------------------
+    def _finish(self, slots: Any) -> Iterator[Connection]:
+        if not len(slots):
+            return
+        try:
+            for slot in slots.tolist():
+                conn = self._build(slot, partial=False)
+                ac = self.app.pop(conn.id - 1, None)
+                if ac is not None:
+                    ac.analyzer.finish(conn)
+                self.stats.connections += 1
+                yield conn
+        finally:
+            release(self.free, self.G, slots)
+
+    def _ip(self, hi: int, lo: int) -> str:
+        key = (hi, lo)
+        text = self._ips.get(key)
+        if text is None:
+            if len(self._ips) > 100_000:
+                self._ips.clear()
+            text = self._ips[key] = _ip_text(hi, lo)
+        return text
+
+    def _build(self, slot: int, *, partial: bool) -> Connection:
+        s = self.S[slot].tolist()
+        t = self.T[slot].tolist()
+        cid = s[C_ID]
+        hist = bytes(self.Hs[slot, : s[C_HISTLEN]]).decode("ascii")
+        dirs = [_direction_stats(s, t, d) for d in (0, 1)]
+        reset_by = s[C_RESET_BY]
+        conn = Connection(
+            id=cid + 1,
+            client=Endpoint(self._ip(s[C_CA_HI], s[C_CA_LO]), s[C_CPORT]),
+            server=Endpoint(self._ip(s[C_SA_HI], s[C_SA_LO]), s[C_SPORT]),
+            start=t[T_START],
+            end=t[T_END],
+            first_frame=s[C_FIRST_FRAME],
+            last_frame=s[C_LAST_FRAME],
+            history=hist,
+            c2s=dirs[0],
+            s2c=dirs[1],
+            reset_by=None if reset_by < 0 else ("client" if reset_by == 0 else "server"),
+            reset_frame=s[C_RESET_FRAME] or None,
+            reset_ts=_num(t[T_RESET_TS]),
+            reset_phase=PHASES.get(s[C_RESET_PHASE]),
+            idle_before_reset=_num(t[T_IDLE_BEFORE_RST]),
+            syn_frame=s[C_SYN_FRAME] or None,
+            syn_ts=_num(t[T_SYN_TS]),
+            synack_frame=s[C_SYNACK_FRAME] or None,
+            synack_ts=_num(t[T_SYNACK_TS]),
+            ack_ts=_num(t[T_ACK_TS]),
+            max_idle=t[T_MAXIDLE],
+            max_idle_after_frame=s[C_MAXIDLE_FRAME] or None,
+        )
+        conn.state = conn_state(_sent(s, 0), _sent(s, 1), hist)
+        if partial:
+            return conn
+        fb = s[C_FINISHED_BY]
+        if fb == 0:
+            fb = 2 if reset_by >= 0 else (1 if s[C_CLOSED] else 0)
+        conn.finished_by = FINISHED_BY[fb]
+        per = self.events.pop(cid, None)
+        if per:
+            events = [e for lst in per.values() for e in lst]
+            events.sort(key=lambda e: e.frame)
+            conn.events = events
+        return conn
+
+
+def _num(x: float) -> float | None:
+    return None if x != x else x
+
+
+def _opt(x: int) -> int | None:
+    return None if x < 0 else x
+
+
+def _sent(s: list[int], d: int) -> Sent:
+    b = D0 + d * ND
+    syns = s[b + D_SYNS]
+    synack = s[b + D_SENT_SYNACK] == 1
+    return Sent(
+        packets=s[b + D_PACKETS],
+        syn=syns > 0 and not (synack and syns == 1) and (s[b + D_HIST] & 1) != 0,
+        synack=synack,
+        fin=s[b + D_FINS] > 0,
+        rst=s[b + D_RSTS] > 0,
+        bytes=s[b + D_BYTES],
+    )
+
+
+def _direction_stats(s: list[int], t: list[float], d: int) -> DirectionStats:
+    b = D0 + d * ND
+    tb = T_D0 + d * TND
+    packets = s[b + D_PACKETS]
+    return DirectionStats(
+        packets=packets,
+        bytes=s[b + D_BYTES],
+        ip_bytes=s[b + D_IPBYTES],
+        retransmissions=s[b + D_RETRANS],
+        fast_retransmissions=s[b + D_FASTRETX],
+        spurious_retransmissions=s[b + D_SPURIOUS],
+        out_of_order=s[b + D_OOO],
+        dup_acks=s[b + D_DUPACK],
+        zero_windows=s[b + D_ZEROWIN],
+        zero_window_probes=s[b + D_ZWPROBE],
+        window_full=s[b + D_WINFULL],
+        keep_alives=s[b + D_KEEPALIVE],
+        lost_segments=s[b + D_LOST],
+        syns=s[b + D_SYNS],
+        fins=s[b + D_FINS],
+        rsts=s[b + D_RSTS],
+        isn=_opt(s[b + D_ISN]) if s[b + D_SYN_SEEN] else None,
+        mss=_opt(s[b + D_MSS]),
+        window_scale=_opt(s[b + D_WSCALE]),
+        sack_permitted=bool(s[b + D_SACKP]),
+        timestamps=bool(s[b + D_TSOPT]),
+        ttl=_opt(s[b + D_TTL]),
+        rst_ttl=_opt(s[b + D_RST_TTL]),
+        rst_ip_id=_opt(s[b + D_RST_IPID]),
+        ip_id_before_rst=_opt(s[b + D_IPID_BEFORE_RST]),
+        first_ts=t[tb + TD_FIRST] if packets else None,
+        last_ts=t[tb + TD_LAST] if packets else None,
+        last_payload_ts=t[tb + TD_LAST_PAYLOAD] if s[b + D_BYTES] else None,
+    )
+
+
+_CLEAN_STATES = frozenset({"SF", "S1"})
+
+
+class CaptureAnalysis:
+    """One capture, analysed as a stream: iterate :meth:`connections` (or call :meth:`run`).
+
+    Every finished connection is passed to the ``observers``, kept in :attr:`evidence` when
+    the rules need it (see :class:`PcapEvidence`), and yielded. After the iteration
+    :attr:`evidence` has the exact totals and :attr:`evidence.stats` the throughput.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        factories: Iterable[AnalyzerFactory] = (),
+        observers: Iterable[ConnectionObserver] = (),
+        *,
+        keep_clean: int = 10_000,
+        progress: Callable[[int, int | None], None] | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        self.reader = open_capture(path)
+        self.engine = engine or Engine(factories)
+        self.observers = list(observers)
+        self.keep_clean = keep_clean
+        self.progress = progress
+        self.evidence = PcapEvidence(path=self.reader.name, stats=self.engine.stats)
+        self.done = False
+
+    def connections(self) -> Iterator[Connection]:
+        started = time.perf_counter()
+        ev = self.evidence
+        try:
+            for batch in self.reader.batches():
+                yield from self._emit(self.engine.feed(batch))
+                if self.progress is not None:
+                    self.progress(self.reader.bytes_read, self.reader.size)
+            yield from self._emit(self.engine.close())
+        finally:
+            st = ev.stats
+            st.seconds = time.perf_counter() - started
+            if self.engine.unknown_link:
+                self.reader.problem(f"{self.engine.unknown_link} packets of an unsupported link type skipped")
+            st.problems = list(self.reader.problems)
+            st.problem_count = self.reader.problem_count
+            self.done = True
+
+    def _emit(self, conns: Iterator[Connection]) -> Iterator[Connection]:
+        ev = self.evidence
+        for conn in conns:
+            ev.states[conn.state] += 1
+            if conn.reset_by:
+                ev.resets[(conn.reset_by, conn.reset_phase or "?")] += 1
+            for kind, n in _event_totals(conn):
+                ev.events[kind] += n
+            if conn.state not in _CLEAN_STATES or conn.events or conn.app:
+                ev.connections.append(conn)
+            elif ev.clean_kept < self.keep_clean:
+                ev.connections.append(conn)
+                ev.clean_kept += 1
+            else:
+                ev.clean_dropped += 1
+            for observer in self.observers:
+                observer(conn)
+            yield conn
+
+    def run(self) -> PcapEvidence:
+        for _ in self.connections():
+            pass
+        return self.evidence
+
+    @property
+    def readable(self) -> bool:
+        """False when nothing in the file could be analysed (exit 2)."""
+        st = self.evidence.stats
+        return st.packets > 0 and (st.tcp_packets > 0 or self.engine.unknown_link < st.packets)
+
+
+def _event_totals(conn: Connection) -> Iterator[tuple[str, int]]:
+    """Exact per-kind segment counts of a connection (its event list is capped)."""
+    c, s = conn.c2s, conn.s2c
+    yield "retransmission", c.retransmissions + s.retransmissions
+    yield "fast_retransmission", c.fast_retransmissions + s.fast_retransmissions
+    yield "spurious_retransmission", c.spurious_retransmissions + s.spurious_retransmissions
+    yield "out_of_order", c.out_of_order + s.out_of_order
+    yield "dup_ack", c.dup_acks + s.dup_acks
+    yield "zero_window", c.zero_windows + s.zero_windows
+    yield "zero_window_probe", c.zero_window_probes + s.zero_window_probes
+    yield "window_full", c.window_full + s.window_full
+    yield "keep_alive", c.keep_alives + s.keep_alives
+    yield "lost_segment", c.lost_segments + s.lost_segments
+    yield "rst", c.rsts + s.rsts
