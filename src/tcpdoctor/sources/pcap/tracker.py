@@ -389,7 +389,7 @@ def track(
             key = (a_hi, a_lo, b_hi, b_lo, (sp << 16) | dp)
         else:
             key = (b_hi, b_lo, a_hi, a_lo, (dp << 16) | sp)
-        slot = np.int64(-1)
+        slot: Any = np.int64(-1)
         if key in table:
             slot = table[key]
         if slot >= 0:
