@@ -19,6 +19,7 @@ definition and the differences).
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from tcpdoctor.evidence.pcap import (
     StreamAnalyzer,
     TcpEvent,
 )
+from tcpdoctor.model import InputError
 from tcpdoctor.sources.pcap.conn_state import Sent, conn_state
 from tcpdoctor.sources.pcap.fastpath import (
     ACK,
@@ -72,7 +74,7 @@ from tcpdoctor.sources.pcap.fastpath import (
     SYN,
     decode,
 )
-from tcpdoctor.sources.pcap.reader import Batch, open_capture
+from tcpdoctor.sources.pcap.reader import SUPPORTED_LINKTYPES, Batch, open_capture
 
 # --- connection columns of S ---------------------------------------------------------------
 C_ID = 0
@@ -1064,15 +1066,45 @@ class CaptureAnalysis:
         self.progress = progress
         self.evidence = PcapEvidence(path=self.reader.name, stats=self.engine.stats)
         self.done = False
+        self._batches: Iterator[Batch] | None = None
+        self._pending: list[Batch] = []
+
+    def prime(self) -> None:
+        """Read ahead to the first packet, so that an unreadable capture is known before any output.
+
+        Raises :class:`InputError` when no packet can be read or none can be decoded.
+        """
+        if self._batches is not None:
+            return
+        self._batches = self.reader.batches()
+        for batch in self._batches:
+            self._pending.append(batch)
+            if len(batch):
+                break
+        frames = sum(len(b) for b in self._pending)
+        first_problem = f": {self.reader.problems[0]}" if self.reader.problems else ""
+        if frames == 0:
+            raise InputError(f"{self.reader.name}: no packet could be read{first_problem}")
+        links: set[int] = set()
+        for batch in self._pending:
+            links.update(int(x) for x in np.unique(batch.linktype))
+        if links and not links & SUPPORTED_LINKTYPES and self.reader.format == "pcap":
+            raise InputError(
+                f"{self.reader.name}: byte offset 20: link type {min(links)} is not supported "
+                f"(supported: {', '.join(str(x) for x in sorted(SUPPORTED_LINKTYPES))})"
+            )
 
     def connections(self) -> Iterator[Connection]:
         started = time.perf_counter()
         ev = self.evidence
+        self.prime()
+        assert self._batches is not None
         try:
-            for batch in self.reader.batches():
+            for batch in itertools.chain(self._pending, self._batches):
                 yield from self._emit(self.engine.feed(batch))
                 if self.progress is not None:
                     self.progress(self.reader.bytes_read, self.reader.size)
+            self._pending = []
             yield from self._emit(self.engine.close())
         finally:
             st = ev.stats
