@@ -1,0 +1,98 @@
+"""`tcpdoctor fix PATH...`: the mechanical manifest fixes as a unified diff; `--write` applies them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tcpdoctor.commands.common import IgnoreOpt, SelectOpt
+from tcpdoctor.config import config_for
+from tcpdoctor.fix import FIXERS, FileFix, FixContext, fix_file, write
+from tcpdoctor.model import InputError
+from tcpdoctor.policy import Policy, parse_ids
+from tcpdoctor.sources.files import walk
+
+HELP = f"""Fix what can be fixed mechanically in Kubernetes manifests.
+
+Runs the probe and lifecycle rules on each YAML file under PATH and, for the findings
+that have a mechanical fix ({", ".join(sorted(FIXERS))}), prints a unified diff
+(`git apply`-able, paths prefixed a/ and b/). With --write the files are changed in
+place: comments, key order, quoting, indentation and the file's other documents are
+kept; each file is replaced atomically.
+
+A preStop delay (PRB015) is written as the native `lifecycle.preStop.sleep`, which needs
+Kubernetes 1.30 or later (beta, on by default; 1.29 behind the PodLifecycleSleepAction
+feature gate); give --kubernetes-version 1.28 to get an exec `sleep` instead.
+
+Exit status: 0 nothing to fix (or --write applied everything); 1 a diff was printed;
+2 bad usage, or a file that could not be parsed (it is left untouched, the others are fixed).
+
+Examples:
+
+  tcpdoctor fix deploy/                      # review the diff
+  tcpdoctor fix deploy/ | git apply          # same as --write, through git
+  tcpdoctor fix --write --select PRB007,PRB015 deploy/api.yaml
+"""
+
+
+def _version(text: str) -> tuple[int, int]:
+    try:
+        major, minor = text.lstrip("v").split(".")[:2]
+        return int(major), int(minor)
+    except ValueError:
+        raise InputError(f"--kubernetes-version {text!r}: expected MAJOR.MINOR such as 1.30") from None
+
+
+def fix_command(
+    paths: Annotated[list[Path], typer.Argument(help="Manifest files or directories (walked recursively).")],
+    write_files: Annotated[
+        bool, typer.Option("--write", "-w", help="Apply the fixes in place instead of printing the diff.")
+    ] = False,
+    select: SelectOpt = None,
+    ignore: IgnoreOpt = None,
+    kubernetes_version: Annotated[
+        str,
+        typer.Option("--kubernetes-version", help="Oldest cluster version the fixed manifests must run on."),
+    ] = "1.30",
+    config: Annotated[
+        Path | None, typer.Option("--config", help="A .tcpdoctor.toml (default: found upward from PATH).")
+    ] = None,
+) -> None:
+    ctx = FixContext(kubernetes_version=_version(kubernetes_version))
+    policy = Policy(select=parse_ids(select), ignore=parse_ids(ignore), config=config_for(paths, config))
+    files = walk(paths).manifests
+    err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+    results: list[FileFix] = []
+    for path in files:
+        result = fix_file(path, policy, ctx)
+        results.append(result)
+        if result.error:
+            err.print(f"tcpdoctor: {result.error}; left untouched", markup=False)
+        elif result.note:
+            err.print(f"note: {result.note}", markup=False)
+        elif result.changed:
+            if write_files:
+                write(result)
+            else:
+                sys.stdout.write(result.diff())
+            for applied in result.applied:
+                where = f"{applied.location}" if applied.location else str(result.path)
+                verb = "fixed" if write_files else "would fix"
+                err.print(
+                    f"{where}: {verb} {applied.rule} ({applied.subject}): {applied.description}", markup=False
+                )
+    sys.stdout.flush()
+    changed = sum(r.changed for r in results)
+    if write_files and changed:
+        err.print(f"{changed} file{'s' if changed != 1 else ''} fixed", markup=False)
+    if any(r.error for r in results):
+        raise typer.Exit(2)
+    raise typer.Exit(1 if changed and not write_files else 0)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("fix", help=HELP)(fix_command)

@@ -1,0 +1,329 @@
+"""The mechanical fixes, one function per rule, each editing the round-trip node a finding is about.
+
+A fixer never decides *whether* something is wrong: the PRB rules did, and their finding
+is its input. It only knows how to make that finding go away in the manifest, with the
+smallest edit that keeps the author's layout (keys are changed in place, new keys go
+next to their siblings).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from tcpdoctor.evidence.manifests import PROBE_DEFAULTS, Container, Probe
+from tcpdoctor.fix.locate import PROBE_KEYS, Target, find_container, find_object, pod_spec
+from tcpdoctor.model import Finding
+from tcpdoctor.rules import _probe_facts as facts
+
+# PRB015: how long the preStop hook keeps the server serving while the endpoint removal spreads
+# (EndpointSlice controller -> kube-proxy / ingress controllers on every node): a few seconds in a
+# healthy cluster; 5 s is what PRB015 advises (raise it where propagation is measured slower).
+PRESTOP_SLEEP_SECONDS = 5
+# lifecycle.preStop.sleep: KEP-3960 "PodLifecycleSleepAction", alpha 1.29, beta (on by default) 1.30,
+# GA 1.34. Older clusters reject the field, so there the fix is an exec `sleep` (needs the binary).
+SLEEP_ACTION_VERSION = (1, 30)
+
+
+@dataclass
+class FixContext:
+    """What a fixer may read besides its finding: the cluster version the fix must be valid for."""
+
+    kubernetes_version: tuple[int, int] = SLEEP_ACTION_VERSION
+
+
+@dataclass
+class Edit:
+    """A fixer's handle on one container of a round-trip document."""
+
+    pod_spec: MutableMapping[str, Any]
+    container: MutableMapping[str, Any] | None
+
+
+Fixer = Callable[[Finding, Target, Edit, FixContext], str | None]
+FIXERS: dict[str, Fixer] = {}
+
+
+def fixer(rule_id: str) -> Callable[[Fixer], Fixer]:
+    def register(fn: Fixer) -> Fixer:
+        FIXERS[rule_id] = fn
+        return fn
+
+    return register
+
+
+def edit_for(data: Any, target: Target) -> Edit | None:
+    obj = find_object(data, target.workload)
+    spec = pod_spec(obj) if obj is not None else None
+    if spec is None:
+        return None
+    container = find_container(spec, target.container.name) if target.container is not None else None
+    return Edit(spec, container)
+
+
+# --- editing helpers ----------------------------------------------------------------------------------------
+
+
+def insert_after(mapping: MutableMapping[str, Any], anchors: tuple[str, ...], key: str, value: Any) -> None:
+    """Add ``key`` right after the last of ``anchors`` present (else at the end), keeping the others' order."""
+    keys = list(mapping.keys())
+    present = [keys.index(a) for a in anchors if a in mapping]
+    position = max(present) + 1 if present else len(keys)
+    if isinstance(mapping, CommentedMap):
+        mapping.insert(position, key, value)
+    else:
+        mapping[key] = value
+
+
+def insert_before(mapping: MutableMapping[str, Any], anchor: str, key: str, value: Any) -> None:
+    keys = list(mapping.keys())
+    position = keys.index(anchor) if anchor in keys else len(keys)
+    if isinstance(mapping, CommentedMap):
+        mapping.insert(position, key, value)
+    else:
+        mapping[key] = value
+
+
+def set_value(mapping: MutableMapping[str, Any], key: str, value: Any, after: tuple[str, ...] = ()) -> None:
+    """Set a field: in place when it exists (its comment stays), else next to ``after``."""
+    if key in mapping:
+        mapping[key] = value
+    else:
+        insert_after(mapping, after, key, value)
+
+
+def block(**fields: Any) -> CommentedMap:
+    out = CommentedMap()
+    for k, v in fields.items():
+        out[k] = v
+    return out
+
+
+def probe_node(edit: Edit, probe: Probe | None) -> MutableMapping[str, Any] | None:
+    if edit.container is None or probe is None:
+        return None
+    node = edit.container.get(PROBE_KEYS[probe.kind])
+    return node if isinstance(node, MutableMapping) else None
+
+
+HANDLER_KEYS = ("httpGet", "tcpSocket", "grpc", "exec")
+TIMING_KEYS = (
+    "initialDelaySeconds",
+    "periodSeconds",
+    "timeoutSeconds",
+    "successThreshold",
+    "failureThreshold",
+)
+
+
+# --- the fixers --------------------------------------------------------------------------------------------
+
+
+def _copy_handler(node: MutableMapping[str, Any]) -> tuple[str, Any] | None:
+    import copy
+
+    for key in HANDLER_KEYS:
+        if key in node:
+            return key, copy.deepcopy(node[key])
+    return None
+
+
+# PRB005's own advice: a new startupProbe checks every 10 s and allows 1.5x the stated start-up
+STARTUP_PERIOD_SECONDS = 10
+STARTUP_MARGIN = 1.5
+
+
+def startup_threshold(period: int, startup_seconds: float, protected_budget: int) -> int:
+    """failureThreshold so that the window covers 1.5x the start-up and at least what liveness alone allowed."""
+    return max(math.ceil(startup_seconds * STARTUP_MARGIN / period), math.ceil(protected_budget / period), 1)
+
+
+def startup_probe_for(
+    liveness: Probe, liveness_node: MutableMapping[str, Any], startup_seconds: float
+) -> Any:
+    """A startupProbe asking what liveness asks, patient enough for the stated start-up."""
+    handler = _copy_handler(liveness_node)
+    if handler is None:
+        return None
+    period = STARTUP_PERIOD_SECONDS
+    probe = block(**{handler[0]: handler[1]})
+    probe["periodSeconds"] = period
+    if liveness.timeout_seconds != PROBE_DEFAULTS["timeoutSeconds"]:
+        probe["timeoutSeconds"] = liveness.timeout_seconds
+    probe["failureThreshold"] = startup_threshold(period, startup_seconds, facts.startup_budget(liveness))
+    return probe
+
+
+def _startup_seconds(target: Target) -> float | None:
+    """The start-up time PRB005 reasoned from: the workload's ``tcpdoctor.io/startup-seconds``."""
+    return facts.seconds_annotation(target.workload, facts.STARTUP_ANNOTATION)
+
+
+@fixer("PRB005")
+def add_startup_probe(finding: Finding, target: Target, edit: Edit, ctx: FixContext) -> str | None:
+    if edit.container is None or target.container is None:
+        return None
+    liveness = target.container.probe("liveness")
+    startup = target.container.probe("startup")
+    seconds = _startup_seconds(target) or 0.0
+    if startup is not None:  # widen the existing one
+        node = probe_node(edit, startup)
+        if node is None:
+            return None
+        protected = facts.startup_budget(liveness) if liveness is not None else 0
+        needed = startup_threshold(startup.period_seconds, seconds, protected - startup.initial_delay_seconds)
+        if needed <= startup.failure_threshold:
+            return None
+        set_value(node, "failureThreshold", needed, after=TIMING_KEYS)
+        return f"raise startupProbe failureThreshold to {needed} ({needed * startup.period_seconds} s)"
+    liveness_node = probe_node(edit, liveness)
+    if liveness is None or liveness_node is None or not seconds:
+        return None
+    probe = startup_probe_for(liveness, liveness_node, seconds)
+    if probe is None:
+        return None
+    insert_after(edit.container, tuple(PROBE_KEYS.values()), "startupProbe", probe)
+    window = probe["failureThreshold"] * probe["periodSeconds"]
+    return (
+        f"add a startupProbe with the liveness check and a {window} s window for the {seconds:g} s start-up"
+    )
+
+
+@fixer("PRB007")
+def liveness_threshold(finding: Finding, target: Target, edit: Edit, ctx: FixContext) -> str | None:
+    probe = target.container.probe("liveness") if target.container else None
+    node = probe_node(edit, probe)
+    if node is None:
+        return None
+    node["failureThreshold"] = PROBE_DEFAULTS["failureThreshold"]
+    return "set livenessProbe failureThreshold to 3"
+
+
+DEV_TCP = re.compile(r"/dev/tcp/([^/\s]+)/(\d+)")
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0"})
+
+
+def _port_ref(container: Container | None, port: int) -> int | str:
+    """A declared port's name when it has one (the probe then follows the port), else the number."""
+    named = next((p.name for p in (container.ports if container else []) if p.container_port == port), None)
+    return named or port
+
+
+@fixer("PRB009")
+def dev_tcp_to_tcp_socket(finding: Finding, target: Target, edit: Edit, ctx: FixContext) -> str | None:
+    node = probe_node(edit, target.probe)
+    if node is None or "exec" not in node or target.probe is None:
+        return None
+    match = DEV_TCP.search(" ".join(target.probe.command))
+    if match is None or match.group(1) not in LOCAL_HOSTS:
+        return None  # curl in a distroless image etc.: no mechanical replacement
+    port = _port_ref(target.container, int(match.group(2)))
+    keys = list(node.keys())
+    position = keys.index("exec")
+    del node["exec"]
+    if isinstance(node, CommentedMap):
+        node.insert(position, "tcpSocket", block(port=port))
+    else:
+        node["tcpSocket"] = block(port=port)
+    return f"replace the /dev/tcp exec probe with tcpSocket port {port}"
+
+
+# PRB010: what each field becomes when the API server would reject or silently replace its value
+VALID_VALUE = {
+    "initialDelaySeconds": 0,
+    "periodSeconds": PROBE_DEFAULTS["periodSeconds"],
+    "timeoutSeconds": PROBE_DEFAULTS["timeoutSeconds"],
+    "successThreshold": 1,  # must be 1 for liveness and startup
+    "failureThreshold": PROBE_DEFAULTS["failureThreshold"],
+}
+MINIMUM = {"initialDelaySeconds": 0}  # every other field: >= 1
+
+
+def valid_value(name: str, value: Any, kind: str) -> Any:
+    """The value a probe field should hold instead of ``value`` (unchanged when it is valid)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)  # "5" -> 5: what the author meant
+    if not isinstance(value, int) or isinstance(value, bool) or value < MINIMUM.get(name, 1):
+        return VALID_VALUE[name]
+    if name == "successThreshold" and kind in ("liveness", "startup") and value != 1:
+        return 1
+    return value
+
+
+@fixer("PRB010")
+def invalid_probe_values(finding: Finding, target: Target, edit: Edit, ctx: FixContext) -> str | None:
+    node = probe_node(edit, target.probe)
+    if node is None or target.probe is None or target.field not in VALID_VALUE:
+        return None  # a probe with no handler or two handlers: the author must choose
+    name = target.field
+    value = valid_value(name, node.get(name), target.probe.kind)
+    if name not in node or node[name] == value:
+        return None
+    node[name] = value
+    return f"set {target.probe.kind}Probe {name} to {value}"
+
+
+@fixer("PRB011")
+def period_not_below_timeout(finding: Finding, target: Target, edit: Edit, ctx: FixContext) -> str | None:
+    node = probe_node(edit, target.probe)
+    if node is None or target.probe is None:
+        return None
+    timeout = target.probe.timeout_seconds
+    set_value(node, "periodSeconds", timeout, after=("initialDelaySeconds", *HANDLER_KEYS))
+    return f"set {target.probe.kind}Probe periodSeconds to its timeoutSeconds {timeout} (the real period)"
+
+
+def pre_stop_sleep(ctx: FixContext) -> CommentedMap:
+    if ctx.kubernetes_version >= SLEEP_ACTION_VERSION:
+        return block(preStop=block(sleep=block(seconds=PRESTOP_SLEEP_SECONDS)))
+    command = CommentedSeq(["sleep", str(PRESTOP_SLEEP_SECONDS)])
+    command.fa.set_flow_style()
+    return block(preStop=block(exec=block(command=command)))
+
+
+@fixer("PRB015")
+def add_pre_stop(finding: Finding, target: Target, edit: Edit, ctx: FixContext) -> str | None:
+    if edit.container is None:
+        return None
+    lifecycle = edit.container.get("lifecycle")
+    hook = pre_stop_sleep(ctx)
+    if isinstance(lifecycle, MutableMapping):
+        if "preStop" in lifecycle:
+            return None  # an existing hook is the author's: not rewritten mechanically
+        insert_before(lifecycle, "postStart", "preStop", hook["preStop"])
+    else:
+        insert_after(edit.container, (*PROBE_KEYS.values(), "resources", "env", "ports"), "lifecycle", hook)
+    if ctx.kubernetes_version >= SLEEP_ACTION_VERSION:
+        return (
+            f"add lifecycle.preStop.sleep.seconds: {PRESTOP_SLEEP_SECONDS} "
+            "(Kubernetes >= 1.30; on 1.29 it needs the PodLifecycleSleepAction feature gate)"
+        )
+    return f"add an exec preStop `sleep {PRESTOP_SLEEP_SECONDS}` (the image must have a sleep binary)"
+
+
+GRACE_MARGIN_SECONDS = 5  # PRB016's advice: sleep + drain + 5 s
+
+
+def required_grace_seconds(target: Target) -> int:
+    """What PRB016 asks for: the longest preStop sleep of the pod plus its drain (stated, or typical)."""
+    sleeps = [c.pre_stop.sleep_seconds or 0 for c in target.workload.containers if c.pre_stop is not None]
+    drain = facts.seconds_annotation(target.workload, facts.DRAIN_ANNOTATION)
+    base = max(sleeps, default=0) + (drain if drain is not None else facts.TYPICAL_DRAIN_SECONDS)
+    return math.ceil(base) + GRACE_MARGIN_SECONDS
+
+
+@fixer("PRB016")
+def grace_period(finding: Finding, target: Target, edit: Edit, ctx: FixContext) -> str | None:
+    seconds = required_grace_seconds(target)
+    if seconds <= target.workload.termination_grace_period_seconds:
+        return None
+    set_value(edit.pod_spec, "terminationGracePeriodSeconds", seconds, after=())
+    if list(edit.pod_spec.keys())[-1] == "terminationGracePeriodSeconds" and "containers" in edit.pod_spec:
+        del edit.pod_spec["terminationGracePeriodSeconds"]
+        insert_before(edit.pod_spec, "containers", "terminationGracePeriodSeconds", seconds)
+    return f"set terminationGracePeriodSeconds to {seconds}"
