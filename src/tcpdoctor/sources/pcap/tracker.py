@@ -147,6 +147,7 @@ D_W_NEXT = 39
 D_SKIP_UNTIL = 40  # app layer: relative seq before which payload is not delivered
 D_APP_DONE = 41
 D_ISN = 42
+D_LAST_KA = 43  # 1 when this direction's last segment was a keep-alive or zero-window probe
 ND = 48
 S_COLS = D0 + 2 * ND
 
@@ -523,6 +524,7 @@ def track(
             and S[slot, fb + D_WIN_SET] == 1
             and win == S[slot, fb + D_WIN]
             and win != 0
+            and S[slot, rb + D_LAST_KA] == 0
         ):
             S[slot, fb + D_DUPACKNUM] += 1
             S[slot, fb + D_DUPACK] += 1
@@ -564,6 +566,7 @@ def track(
                 _hist_repeat(S, Hs, slot, d, 84, S[slot, fb + D_RETRANS], D_T_NEXT)
             ne = _event(E, ET, ne, cid, kind, frame, d, rel, seglen, t)
         # --- state updates ---
+        S[slot, fb + D_LAST_KA] = 1 if ka or (seglen == 1 and next_set and rel == nxt and rev_win0) else 0
         end = rel + seglen + (1 if syn else 0) + (1 if fin else 0)
         if not next_set or end > nxt:
             S[slot, fb + D_NEXT] = end
