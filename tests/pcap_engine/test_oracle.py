@@ -7,12 +7,14 @@ it a zero-window probe. So keep-alives and zero-window probes are compared as a 
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
 
 from tcpdoctor.evidence.pcap import PcapEvidence
 from tcpdoctor.sources.pcap.tracker import CaptureAnalysis
+
 from .oracle import TsharkCounts, tshark_counts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,8 +100,8 @@ def test_rto_backoff_retransmissions_have_frames(analysed: dict[str, PcapEvidenc
     (c,) = analysed["cs_tcp-con-lost.pcap"].connections
     retx = c.events_of("retransmission")
     assert len(retx) == 5
-    gaps = [b.ts - a.ts for a, b in zip(retx, retx[1:], strict=False)]
-    assert all(g2 > g1 * 1.5 for g1, g2 in zip(gaps, gaps[1:], strict=False))  # exponential backoff
+    gaps = [b.ts - a.ts for a, b in itertools.pairwise(retx)]
+    assert all(g2 > g1 * 1.5 for g1, g2 in itertools.pairwise(gaps))  # exponential backoff
 
 
 def test_dupacks_then_fast_retransmission(analysed: dict[str, PcapEvidence]) -> None:
