@@ -341,6 +341,9 @@ class ClientRequest:
     url: GoValue = field(default_factory=GoValue.unset)
     in_loop: bool = False
     in_handler: bool = False  # made while serving a request: runs concurrently, once per request
+    # where the request's context comes from: "deadline" (WithTimeout/WithDeadline), "background"
+    # (Background/TODO: none), "caller" (a parameter: the caller decides), "request" (r.Context()), "" (none)
+    context_origin: str = ""
 
 
 @dataclass
@@ -387,6 +390,7 @@ class ShutdownCall:
     func: str
     server: str  # receiver text
     timeout: GoValue = field(default_factory=GoValue.unset)  # of its context; unset = no deadline
+    sleep_before: GoValue | None = None  # a time.Sleep before it in the same function (preStop-like delay)
 
 
 @dataclass

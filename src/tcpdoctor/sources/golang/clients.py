@@ -110,6 +110,7 @@ def extract_package(contexts: list[FileContext], program: GoProgram) -> None:
         _calls(ctx, program)
     for ctx in contexts:
         _url_strings(ctx, program)
+        _sleeps_before_shutdown(ctx, program)
 
 
 # --- values built in a handler or a loop ------------------------------------------------------------
@@ -301,7 +302,7 @@ def _holds(name: str, operand: str, ctx: FileContext, at: Node, func: str) -> bo
         return operand.endswith(name)
     if operand != name:
         return False
-    if "." in operand:
+    if "." in operand or func == f"{ctx.package.name}.init":  # a field, or a package-level variable
         return True
     span = ctx.func_at(at)
     return span is not None and func == span.top().name
@@ -352,32 +353,37 @@ def _known_client(ctx: FileContext, operand: str, at: Node, program: GoProgram) 
     return False
 
 
-def _context_info(ctx: FileContext, node: Node | None, depth: int = 0) -> tuple[bool, bool | None]:
-    """(has a context, its deadline: True / False / None = decided by the caller) of a ctx argument."""
+def _context_origin(ctx: FileContext, node: Node | None, depth: int = 0) -> str:
+    """Where a context argument comes from: deadline | background | caller | request | unknown."""
     if node is None or depth > 4:
-        return False, False
+        return "unknown"
     node = parse.unparen(node)
     if node.type == "identifier":
         found = ctx.lookup(text(node), node)
         if found is None:
-            return True, None
-        value, where, _origin = found
+            return "unknown"
+        value, where, origin = found
         if value is None:
-            return True, None  # a parameter: the caller's deadline
-        return _context_info(where, value, depth + 1)
+            return "caller" if origin == "param" else "unknown"
+        return _context_origin(where, value, depth + 1)
     if node.type == "call_expression":
         operand, name, _ = call_parts(node)
         if ctx.is_pkg(operand, "context"):
             if name in ("WithTimeout", "WithDeadline", "WithTimeoutCause", "WithDeadlineCause"):
-                return True, True
+                return "deadline"
             if name in ("Background", "TODO"):
-                return True, False
+                return "background"
             args = arguments(node)
-            if args:
-                return _context_info(ctx, args[0], depth + 1)
-        if name == "Context":  # r.Context(): ends when the caller goes away
-            return True, None
-    return True, None
+            return _context_origin(ctx, args[0], depth + 1) if args else "unknown"
+        if name == "Context":  # r.Context() / c.Request.Context(): ends when the caller goes away
+            return "request"
+    return "unknown"
+
+
+def _set_context(req: ClientRequest, origin: str) -> None:
+    req.with_context = True
+    req.context_origin = origin
+    req.context_deadline = origin == "deadline"
 
 
 def _request_of(ctx: FileContext, node: Node, depth: int = 0) -> Node | None:
@@ -401,15 +407,13 @@ def _describe_request(ctx: FileContext, req: ClientRequest, build: Node, depth: 
     _, name, operand_node = call_parts(build)
     args = arguments(build)
     if name == "WithContext":  # req.WithContext(ctx): the context from here, method and URL from req
-        has, deadline = _context_info(ctx, args[0] if args else None)
         inner = _request_of(ctx, operand_node) if operand_node is not None and depth < 3 else None
         if inner is not None and inner.id != build.id:
             _describe_request(ctx, req, inner, depth + 1)
-        req.with_context, req.context_deadline = has, bool(deadline)
+        _set_context(req, _context_origin(ctx, args[0] if args else None))
         return
     if name == "NewRequestWithContext" and len(args) >= 3:
-        has, deadline = _context_info(ctx, args[0])
-        req.with_context, req.context_deadline = has, bool(deadline)
+        _set_context(req, _context_origin(ctx, args[0]))
         method_node, url_node = args[1], args[2]
     elif name == "NewRequest" and len(args) >= 2:
         method_node, url_node = args[0], args[1]
@@ -461,8 +465,8 @@ def _calls(ctx: FileContext, program: GoProgram) -> None:
             req.method = METHOD_OF[name]
             if args:
                 req.url = values.go_value(ctx, args[0])
-        if span is not None and not req.context_deadline:
-            req.context_deadline = _deadline_in(ctx, span)
+        if span is not None and not req.context_deadline and _deadline_in(ctx, span):
+            req.context_deadline = True  # a WithTimeout in the same function: most likely this request's
         program.requests.append(req)
         _body_use(ctx, program, call, req)
 
@@ -510,8 +514,9 @@ def _body_use(ctx: FileContext, program: GoProgram, call: Node, req: ClientReque
                 use.returned = True  # handed to a helper of ours: ownership moves
         elif var in args:
             use.returned = True
-    for ret in _returns_in(span):
-        if re.search(rf"\b{re.escape(var)}\b", text(ret)):
+    for ret in _returns_in(span):  # `return resp, nil` hands it on; `return resp.StatusCode` does not
+        results = ret.named_children[0].named_children if ret.named_children else []
+        if any(r.type == "identifier" and text(r) == var for r in results):
             use.returned = True
     program.body_uses.append(use)
 
@@ -551,3 +556,21 @@ def _url_strings(ctx: FileContext, program: GoProgram) -> None:
         value = parse.string_literal(node)
         if value and URL_LIKE.match(value):
             program.url_strings.append(GoValue("set", value, ctx.loc(node), text(node), "literal"))
+
+
+def _sleeps_before_shutdown(ctx: FileContext, program: GoProgram) -> None:
+    """``time.Sleep(d)`` before ``srv.Shutdown(ctx)`` in the same function: a drain delay in Go (XL005)."""
+    mine = [s for s in program.shutdowns if s.location.path == ctx.path]
+    if not mine:
+        return
+    sleeps = [
+        c
+        for c in ctx.caps.get("call", [])
+        if call_parts(c)[1] == "Sleep" and ctx.is_pkg(call_parts(c)[0], "time") and arguments(c)
+    ]
+    for shutdown in mine:
+        line = shutdown.location.line or 0
+        for call in sleeps:
+            span = ctx.func_at(call)
+            if span is not None and span.name == shutdown.func and call.start_point[0] + 1 < line:
+                shutdown.sleep_before = values.go_value(ctx, arguments(call)[0], duration=True)

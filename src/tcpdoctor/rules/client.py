@@ -1,0 +1,378 @@
+"""CLI — Go HTTP and gRPC clients (source): deadlines, pools, idle timeouts, bodies, pings.
+
+The Go facts these rules rest on (net/http/transport.go, client.go; net/dial.go):
+http.DefaultTransport has IdleConnTimeout 90s, MaxIdleConns 100, MaxIdleConnsPerHost 2
+(DefaultMaxIdleConnsPerHost), Dialer Timeout/KeepAlive 30s; a new ``&http.Transport{}``
+has none of them (zero = no limit); ``http.Client.Timeout`` 0 = no timeout and
+``http.DefaultClient`` is ``&Client{}``; ``net.Dialer.KeepAlive`` 0 = 15s, negative disables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from tcpdoctor.evidence.golang import (
+    ClientRequest,
+    GoProgram,
+    GoValue,
+    HttpClient,
+    HttpTransport,
+    format_seconds,
+)
+from tcpdoctor.model import Evidence, Finding, Fix, Location, Severity, Subject
+from tcpdoctor.rules.registry import EvidenceBag, rule
+
+DEFAULT_MAX_IDLE_PER_HOST = 2  # net/http DefaultMaxIdleConnsPerHost
+
+
+# --- shared helpers ----------------------------------------------------------------------------------
+
+
+def program_of(bag: EvidenceBag) -> GoProgram:
+    program: GoProgram = bag.get("go")
+    return program
+
+
+def go_subject(func: str, location: Location) -> Subject:
+    return Subject(go=func, path=location.path)
+
+
+def go_evidence(detail: str, location: Location | None) -> Evidence:
+    return Evidence("go", detail, location)
+
+
+def where(location: Location) -> str:
+    return f"{location.path}:{location.line}"
+
+
+def transport_label(t: HttpTransport) -> str:
+    if t.is_default:
+        return "http.DefaultTransport.Clone()"
+    holder = t.name.lstrip(".") if t.name and t.name != "return" else ""
+    return f"transport {holder}" if holder else "&http.Transport{}"
+
+
+def field_location(value: GoValue, fallback: Location) -> Location:
+    return value.location or fallback
+
+
+def client_for(program: GoProgram, req: ClientRequest) -> HttpClient | None:
+    """The http.Client literal a request's receiver (``f.http``, ``client``) holds, in its package."""
+    ref = req.client_ref
+    if not ref or req.uses_default_client:
+        return None
+    for c in program.clients:
+        if c.package != req.package or not c.name:
+            continue
+        if (c.name.startswith(".") and ref.endswith(c.name)) or c.name == ref:
+            return c
+    return None
+
+
+def transports_of(program: GoProgram, transport: HttpTransport) -> list[ClientRequest]:
+    """The requests made through clients that use ``transport``."""
+    out: list[ClientRequest] = []
+    for req in program.requests:
+        client = client_for(program, req)
+        if client is not None and client.transport is transport:
+            out.append(req)
+    return out
+
+
+def idle_bounded(transport: HttpTransport) -> bool | None:
+    """Is the pool's idle time bounded? None when the value is unknown."""
+    seconds = transport.idle_conn_timeout.seconds
+    if seconds is None:
+        return None
+    return seconds > 0
+
+
+def suppressed(program: GoProgram, rule_id: str, location: Location) -> bool:
+    return program.suppressed(rule_id, location.path, location.line)
+
+
+# --- CLI001 ------------------------------------------------------------------------------------------
+
+
+def request_bound(program: GoProgram, req: ClientRequest) -> tuple[bool | None, str]:
+    """(is the request bounded in time — None: cannot tell, what the client side says)."""
+    if req.context_deadline:
+        return True, "its context has a deadline"
+    if req.context_origin in ("caller", "request", "unknown") and req.with_context:
+        return None, "its context comes from the caller"
+    if req.uses_default_client:
+        client_text = "http.DefaultClient has no Timeout"
+    else:
+        client = client_for(program, req)
+        if client is None:
+            return None, f"client {req.client_ref} is not a literal in this package"
+        seconds = client.timeout.seconds
+        if seconds is None:
+            return None, client.timeout.describe("Timeout")
+        if seconds > 0:
+            return True, f"client Timeout is {format_seconds(seconds)}"
+        client_text = f"client {client.name.lstrip('.') or '&http.Client{}'} has Timeout unset (0 = none)"
+    ctx_text = {
+        "background": "its context is context.Background() (no deadline)",
+        "": "it carries no context",
+    }.get(req.context_origin, "its context has no deadline")
+    return False, f"{client_text} and {ctx_text}"
+
+
+@rule(
+    "CLI001",
+    name="client-request-without-deadline",
+    severity=Severity.WARNING,
+    summary="HTTP request with no deadline (no client Timeout, no context deadline)",
+    needs=("go",),
+)
+def client_request_without_deadline(bag: EvidenceBag) -> Iterator[Finding]:
+    program = program_of(bag)
+    for req in program.requests:
+        bounded, why = request_bound(program, req)
+        if bounded is not False or suppressed(program, "CLI001", req.location):
+            continue
+        context = " while serving a request" if req.in_handler else ""
+        yield client_request_without_deadline.finding(
+            f"{req.call}{context} has no deadline: {why}, so a stalled upstream blocks this call "
+            "and its goroutine until the TCP connection breaks",
+            location=req.location,
+            subject=go_subject(req.func, req.location),
+            evidence=[go_evidence(f"{req.call}({req.url.text or '...'}) in {req.func}", req.location)],
+            fix=Fix(
+                "give the client a Timeout (&http.Client{Timeout: 10 * time.Second}) or build the request "
+                "with http.NewRequestWithContext(ctx, ...) where ctx comes from context.WithTimeout"
+            ),
+        )
+
+
+# --- CLI002 ------------------------------------------------------------------------------------------
+
+
+@rule(
+    "CLI002",
+    name="transport-idle-unbounded",
+    severity=Severity.WARNING,
+    summary="http.Transport keeps idle connections forever (IdleConnTimeout 0)",
+    needs=("go",),
+)
+def transport_idle_unbounded(bag: EvidenceBag) -> Iterator[Finding]:
+    program = program_of(bag)
+    for t in program.transports:
+        if idle_bounded(t) is not False or t.disable_keep_alives.truthy:
+            continue
+        loc = field_location(t.idle_conn_timeout, t.location)
+        if suppressed(program, "CLI002", loc):
+            continue
+        yield transport_idle_unbounded.finding(
+            f"{transport_label(t)} at {where(t.location)}: {t.idle_conn_timeout.describe('IdleConnTimeout')} "
+            "(0 = idle connections are kept forever): any server, proxy, load balancer or NAT on the path "
+            "that drops an idle connection first leaves a stale one in the pool, and the next request on it "
+            "gets a reset (Go replays it only if it is idempotent: POST/PATCH fail)",
+            location=loc,
+            subject=go_subject(t.func, t.location),
+            evidence=[go_evidence(t.idle_conn_timeout.describe("IdleConnTimeout"), loc)],
+            fix=Fix(
+                "set IdleConnTimeout shorter than every idle timeout on the path (the server's IdleTimeout, "
+                "60 s for an AWS ALB or nginx), e.g. IdleConnTimeout: 30 * time.Second, or start from "
+                "http.DefaultTransport.(*http.Transport).Clone() (90 s)"
+            ),
+        )
+
+
+# --- CLI003 ------------------------------------------------------------------------------------------
+
+
+@rule(
+    "CLI003",
+    name="transport-small-idle-pool",
+    severity=Severity.INFO,
+    summary="MaxIdleConnsPerHost left at 2 on a client used concurrently",
+    needs=("go",),
+)
+def transport_small_idle_pool(bag: EvidenceBag) -> Iterator[Finding]:
+    program = program_of(bag)
+    for t in program.transports:
+        per_host = t.max_idle_conns_per_host
+        if per_host.is_unknown or t.disable_keep_alives.truthy:
+            continue
+        limit = per_host.value if per_host.is_set else 0
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit > DEFAULT_MAX_IDLE_PER_HOST:
+            continue
+        concurrent = [r for r in transports_of(program, t) if r.in_handler]
+        if not concurrent or suppressed(program, "CLI003", t.location):
+            continue
+        req = concurrent[0]
+        value = per_host.describe("MaxIdleConnsPerHost")
+        yield transport_small_idle_pool.finding(
+            f"{transport_label(t)} at {where(t.location)}: {value} (net/http keeps at most "
+            f"{DEFAULT_MAX_IDLE_PER_HOST} idle connections per host when it is 0), but {req.call} at "
+            f"{where(req.location)} runs once per incoming request: under load every connection beyond 2 "
+            "is closed after use, leaving TIME_WAIT sockets and a handshake per request",
+            location=field_location(per_host, t.location),
+            subject=go_subject(t.func, t.location),
+            evidence=[
+                go_evidence(value, per_host.location or t.location),
+                go_evidence(f"{req.call} in handler {req.func}", req.location),
+            ],
+            fix=Fix("set MaxIdleConnsPerHost to the expected concurrency towards that host (e.g. 64)"),
+        )
+
+
+# --- CLI004 ------------------------------------------------------------------------------------------
+
+
+@rule(
+    "CLI004",
+    name="transport-per-request",
+    severity=Severity.WARNING,
+    summary="http.Transport created per request (in a handler or loop): no connection reuse",
+    needs=("go",),
+)
+def transport_per_request(bag: EvidenceBag) -> Iterator[Finding]:
+    program = program_of(bag)
+    for t in program.transports:
+        if not (t.in_handler or t.in_loop) or suppressed(program, "CLI004", t.location):
+            continue
+        place = "in an HTTP handler" if t.in_handler else "inside a loop"
+        yield transport_per_request.finding(
+            f"{transport_label(t)} is created {place} ({t.func}): every request gets a new connection pool, "
+            "so it pays a TCP (and TLS) handshake, leaves a TIME_WAIT socket and leaks the pool's idle "
+            "connection until IdleConnTimeout",
+            location=t.location,
+            subject=go_subject(t.func, t.location),
+            evidence=[go_evidence(f"new transport {place} in {t.func}", t.location)],
+            fix=Fix(
+                "create the Transport (and its Client) once, at start-up, and share it: both are safe for concurrent use"
+            ),
+        )
+
+
+# --- CLI005 ------------------------------------------------------------------------------------------
+
+
+@rule(
+    "CLI005",
+    name="response-body-not-closed",
+    severity=Severity.WARNING,
+    summary="response body not closed, or closed without being read to the end",
+    needs=("go",),
+)
+def response_body_not_closed(bag: EvidenceBag) -> Iterator[Finding]:
+    program = program_of(bag)
+    for use in program.body_uses:
+        if use.returned or (use.closed and use.drained) or suppressed(program, "CLI005", use.location):
+            continue
+        body = f"{use.var}.Body"
+        if not use.closed:
+            message = (
+                f"{body} from the call at {where(use.location)} is never closed in {use.func}: the connection "
+                "stays busy (never returns to the pool) and its read goroutine leaks"
+            )
+            severity = Severity.WARNING
+        else:
+            message = (
+                f"{body} is closed without being read to the end in {use.func}: before Go 1.27 the connection "
+                "is then discarded instead of reused (Go 1.27 drains up to 256 KiB for 50 ms on Close)"
+            )
+            severity = Severity.INFO
+        yield response_body_not_closed.finding(
+            message,
+            location=use.location,
+            subject=go_subject(use.func, use.location),
+            evidence=[go_evidence(f"closed={use.closed}, read to the end={use.drained}", use.location)],
+            fix=Fix(
+                f"defer {body}.Close() right after the error check, and io.Copy(io.Discard, {body}) before it"
+            ),
+            severity=severity,
+        )
+
+
+# --- CLI006 ------------------------------------------------------------------------------------------
+
+
+@rule(
+    "CLI006",
+    name="long-lived-connection-without-pings",
+    severity=Severity.WARNING,
+    summary="HTTP/2 or gRPC client connection with no health pings",
+    needs=("go",),
+)
+def long_lived_connection_without_pings(bag: EvidenceBag) -> Iterator[Finding]:
+    program = program_of(bag)
+    for ka in program.keepalives:
+        if ka.kind not in ("http2-transport", "grpc-client"):
+            continue
+        interval = ka.ping_interval.seconds
+        if interval is None or interval > 0 or suppressed(program, "CLI006", ka.location):
+            continue
+        field_name = "ReadIdleTimeout" if ka.kind == "http2-transport" else "Time"
+        what = "x/net/http2.Transport" if ka.kind == "http2-transport" else "keepalive.ClientParameters"
+        yield long_lived_connection_without_pings.finding(
+            f"{what} at {where(ka.location)}: {ka.ping_interval.describe(field_name)}, so no PING is sent on "
+            "an idle connection: a peer that vanished (pod deleted, node lost) is noticed only when the kernel "
+            "gives up retransmitting (about 15 min with tcp_retries2 15)",
+            location=ka.location,
+            subject=go_subject(ka.func, ka.location),
+            evidence=[go_evidence(ka.ping_interval.describe(field_name), ka.location)],
+            fix=Fix(f"set {field_name} (e.g. 30 * time.Second) and a ping timeout (e.g. 15 * time.Second)"),
+        )
+    for dial in program.grpc_dials:
+        if dial.keepalive or suppressed(program, "CLI006", dial.location):
+            continue
+        target = dial.target.value if dial.target.is_set else (dial.target.text or "an unknown target")
+        yield long_lived_connection_without_pings.finding(
+            f"gRPC connection to {target} is dialled without grpc.WithKeepaliveParams: its one long-lived "
+            "HTTP/2 connection is never health-checked (a vanished peer holds RPCs for ~15 min) and, "
+            "through a Kubernetes Service, stays pinned to one pod, so load is never rebalanced",
+            location=dial.location,
+            subject=go_subject(dial.func, dial.location),
+            evidence=[go_evidence(f"grpc dial target {target}", dial.location)],
+            fix=Fix(
+                "pass grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, "
+                "Timeout: 10 * time.Second}) and set MaxConnectionAge on the server "
+                "(or use a headless Service with client-side load balancing)"
+            ),
+        )
+
+
+# --- CLI007 ------------------------------------------------------------------------------------------
+
+
+@rule(
+    "CLI007",
+    name="client-keepalives-disabled",
+    severity=Severity.INFO,
+    summary="keep-alives disabled on a client (DisableKeepAlives, or Dialer.KeepAlive < 0)",
+    needs=("go",),
+)
+def client_keepalives_disabled(bag: EvidenceBag) -> Iterator[Finding]:
+    program = program_of(bag)
+    for t in program.transports:
+        if t.disable_keep_alives.truthy and not suppressed(program, "CLI007", t.location):
+            loc = field_location(t.disable_keep_alives, t.location)
+            yield client_keepalives_disabled.finding(
+                f"{transport_label(t)} at {where(t.location)} sets DisableKeepAlives true: every request opens "
+                "and closes its own TCP connection (a handshake each, and a TIME_WAIT socket on this side "
+                "for 60 s: ephemeral ports run out under load)",
+                location=loc,
+                subject=go_subject(t.func, t.location),
+                evidence=[go_evidence("DisableKeepAlives: true", loc)],
+                fix=Fix("remove DisableKeepAlives and bound the pool with IdleConnTimeout instead"),
+            )
+    for d in program.dialers:
+        seconds = d.keep_alive.seconds
+        if seconds is None or seconds >= 0 or not d.keep_alive.is_set:
+            continue
+        if suppressed(program, "CLI007", d.location):
+            continue
+        loc = field_location(d.keep_alive, d.location)
+        yield client_keepalives_disabled.finding(
+            f"net.Dialer at {where(d.location)} has KeepAlive {d.keep_alive.text or format_seconds(seconds)} "
+            "(negative disables TCP keep-alive probes; 0 would mean 15 s): an idle connection whose peer "
+            "vanished, or that a NAT/conntrack entry forgot, is only found broken by the next request",
+            location=loc,
+            subject=Subject(path=d.location.path),
+            evidence=[go_evidence(f"KeepAlive: {d.keep_alive.text}", loc)],
+            fix=Fix("leave KeepAlive at 0 (15 s probes) or set a positive interval such as 30 * time.Second"),
+        )
