@@ -143,12 +143,14 @@ def decode(data: bytes) -> str:
     return data.decode("utf-8")
 
 
-def read_text(path: Path, *, max_bytes: int = MAX_FILE_BYTES) -> str | Skip:
+def read_text(path: Path, *, max_bytes: int | None = None) -> str | Skip:
     """The file's text, or a :class:`Skip` when it is too large, binary or unreadable.
 
     Undecodable text is *not* a skip: it raises UnicodeDecodeError so that the caller can
     report it as a parse error with its position.
     """
+    if max_bytes is None:
+        max_bytes = MAX_FILE_BYTES
     try:
         size = path.stat().st_size
         if size > max_bytes:

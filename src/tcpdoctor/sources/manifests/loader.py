@@ -229,6 +229,9 @@ def _error(path: str, exc: BaseException) -> ParseError:
         message = exc.msg
     elif isinstance(exc, UnicodeDecodeError):
         message = f"not valid {exc.encoding.upper()} text (byte {exc.start})"
+        before = bytes(exc.object[: exc.start])
+        line = before.count(b"\n") + 1
+        column = exc.start - (before.rfind(b"\n") + 1) + 1
     elif isinstance(exc, yaml.MarkedYAMLError) or hasattr(exc, "problem"):
         parts = [getattr(exc, "context", None), getattr(exc, "problem", None)]
         message = "; ".join(str(p) for p in parts if p) or type(exc).__name__
