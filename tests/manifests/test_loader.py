@@ -90,7 +90,9 @@ def test_roundtrip_gives_the_same_records_on_editable_nodes() -> None:
 
     f_probe = fast.workloads[0].containers[0].probes["liveness"]
     r_probe = rt.workloads[0].containers[0].probes["liveness"]
-    assert isinstance(r_probe.raw, CommentedMap) and isinstance(rt.workloads[0].containers[0].raw, CommentedMap)
+    assert isinstance(r_probe.raw, CommentedMap) and isinstance(
+        rt.workloads[0].containers[0].raw, CommentedMap
+    )
     assert (f_probe.location, f_probe.field_locations, f_probe.resolved_port) == (
         r_probe.location,
         r_probe.field_locations,
@@ -100,7 +102,16 @@ def test_roundtrip_gives_the_same_records_on_editable_nodes() -> None:
 
 @pytest.mark.parametrize(
     ("value", "millicores"),
-    [("250m", 250), ("0.5", 500), (1, 1000), ("1", 1000), (0.25, 250), ("1.5", 1500), ("2k", 2_000_000), ("x", None)],
+    [
+        ("250m", 250),
+        ("0.5", 500),
+        (1, 1000),
+        ("1", 1000),
+        (0.25, 250),
+        ("1.5", 1500),
+        ("2k", 2_000_000),
+        ("x", None),
+    ],
 )
 def test_parse_cpu(value: object, millicores: int | None) -> None:
     assert parse_cpu(value) == millicores
@@ -112,7 +123,9 @@ def test_named_ports_and_services_by_selector_and_namespace() -> None:
     w = mset.workloads[0]
     assert w.containers[0].probes["readiness"].resolved_port == 8080
     assert [s.name for s in mset.services_for(w)] == ["api"]
-    other_ns = load(text.replace("  name: api\nspec:\n  selector", "  name: api\n  namespace: prod\nspec:\n  selector"))
+    other_ns = load(
+        text.replace("  name: api\nspec:\n  selector", "  name: api\n  namespace: prod\nspec:\n  selector")
+    )
     assert other_ns.services_for(other_ns.workloads[0]) == []
 
 
@@ -120,12 +133,28 @@ def test_named_ports_and_services_by_selector_and_namespace() -> None:
 
 
 def test_walker_skips_vendor_hidden_and_classifies(tmp_path: Path) -> None:
-    for rel in ("a.yaml", "b.yml", "c.json", "main.go", "main_test.go", "README.md",
-                "vendor/x.yaml", ".git/config.yaml", "node_modules/y.yaml", ".hidden/z.yaml", "sub/d.yaml"):
+    for rel in (
+        "a.yaml",
+        "b.yml",
+        "c.json",
+        "main.go",
+        "main_test.go",
+        "README.md",
+        "vendor/x.yaml",
+        ".git/config.yaml",
+        "node_modules/y.yaml",
+        ".hidden/z.yaml",
+        "sub/d.yaml",
+    ):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("a: 1\n")
     found = files.walk([tmp_path])
-    assert [p.relative_to(tmp_path).as_posix() for p in found.manifests] == ["a.yaml", "b.yml", "c.json", "sub/d.yaml"]
+    assert [p.relative_to(tmp_path).as_posix() for p in found.manifests] == [
+        "a.yaml",
+        "b.yml",
+        "c.json",
+        "sub/d.yaml",
+    ]
     assert [p.name for p in found.go] == ["main.go"]
     assert [p.name for p in files.walk([tmp_path], include_go_tests=True).go] == ["main.go", "main_test.go"]
     # a file named explicitly is taken whatever its suffix
@@ -138,7 +167,9 @@ def test_unrendered_helm_templates_are_a_note(tmp_path: Path) -> None:
     chart = tmp_path / "chart"
     (chart / "templates").mkdir(parents=True)
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: c\nversion: 0.1.0\n")
-    (chart / "templates" / "d.yaml").write_text("kind: Deployment\n{{- if .Values.x }}\nspec: {}\n{{- end }}\n")
+    (chart / "templates" / "d.yaml").write_text(
+        "kind: Deployment\n{{- if .Values.x }}\nspec: {}\n{{- end }}\n"
+    )
     mset = manifests.collect([tmp_path])
     assert mset.parse_errors == []
     assert any("Helm template" in n for n in mset.notes)
@@ -187,13 +218,18 @@ def test_recursive_alias_is_refused() -> None:
 
 
 def test_small_legitimate_anchors_load() -> None:
-    text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, labels: &l {a: b}}\ndata: {x: y}\nextra: *l\n"
+    text = (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, labels: &l {a: b}}\ndata: {x: y}\nextra: *l\n"
+    )
     assert [o.name for o in load(text).objects] == ["c"]
 
 
 def test_encodings_binary_and_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     utf16 = tmp_path / "utf16.yaml"
-    utf16.write_bytes(codecs.BOM_UTF16_LE + "apiVersion: v1\nkind: Pod\nmetadata: {name: u}\nspec: {containers: []}\n".encode("utf-16-le"))
+    utf16.write_bytes(
+        codecs.BOM_UTF16_LE
+        + "apiVersion: v1\nkind: Pod\nmetadata: {name: u}\nspec: {containers: []}\n".encode("utf-16-le")
+    )
     assert [w.name for w in manifests.extract(manifests.read_file(utf16)).workloads] == ["u"]
 
     latin1 = tmp_path / "latin1.yaml"
@@ -232,7 +268,7 @@ SEED = deployment(
     "livenessProbe:\n  httpGet: {path: /livez, port: http}\nreadinessProbe: &r\n  tcpSocket: {port: 8080}\n",
     service=True,
 )
-_yaml_chars = st.sampled_from(list(":-[]{}&*!|>'\"#%@`,?\t\n ") + ["\x00", "\ufeff", "é", "0", "a", "---\n", "..."])
+_yaml_chars = st.sampled_from([*":-[]{}&*!|>'\"#%@`,?\t\n ", "\x00", "\ufeff", "é", "0", "a", "---\n", "..."])
 
 
 @st.composite
