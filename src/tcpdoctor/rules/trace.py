@@ -1,0 +1,404 @@
+"""TRC: live kernel events from ``tcpdoctor trace`` (evidence kind "trace").
+
+Every rule reads one :class:`TraceEvidence`. Resets and drops carry the kernel's own reason
+(``enum sk_rst_reason`` in include/net/rstreason.h, ``enum skb_drop_reason`` in
+include/net/dropreason-core.h), decoded from the running kernel's format files. Owners are
+attributed by the socket (the process that connected or listened), never by the task that
+happened to run the tracepoint.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+
+from tcpdoctor.evidence.trace import Attribution, ListenerSample, NamespaceCounters, TraceEvent, TraceEvidence
+from tcpdoctor.model import Evidence, Finding, Fix, Severity, Subject
+from tcpdoctor.rules.registry import EvidenceBag, rule
+
+TOP = 3
+SHORT_LIVED_US = 1_000_000
+"""TRC004: a connection that lived less than this (1 s) is short-lived."""
+CHURN_MIN_CONNECTIONS = 50
+"""TRC004: at least this many short-lived connections to one destination during the trace..."""
+CHURN_MIN_RATE = 5.0
+"""...and at least this many per second."""
+TIME_WAIT_GROWTH = 500
+"""TRC004: a namespace whose TIME_WAIT count grew by this much during the trace."""
+RETRANS_MIN = 3
+"""TRC005: a peer with at least this many retransmissions is a hotspot."""
+ACTIVE_CLOSE_STATES = frozenset({"FIN_WAIT1", "FIN_WAIT2", "CLOSING"})
+"""States a socket leaves for CLOSE when it closed first: it left a TIME_WAIT sock behind
+(inet_sock_set_state never reports TIME_WAIT itself: net/ipv4/tcp_minisocks.c tcp_time_wait)."""
+
+# What each kernel reset reason means, and what to do (include/net/rstreason.h; net/ipv4/tcp.c).
+RESET_REASONS: dict[str, tuple[str, str]] = {
+    "NO_SOCKET": (
+        "no socket matched the segment: nothing listens on that port, or the connection is already gone",
+        "check that the server listens on the port the client dials (containerPort/targetPort), "
+        "and that clients stop using connections the server has closed",
+    ),
+    "TCP_ABORT_ON_CLOSE": (
+        "the application closed the socket with unread data in its receive queue (RFC 2525 2.17)",
+        "read the request (or response body) fully before closing; in Go drain and Close the body",
+    ),
+    "TCP_STATE": (
+        "the socket was aborted from its state: close() with SO_LINGER {on, 0} or a disconnect",
+        "close gracefully (no zero linger) unless the abort is intended, e.g. a probe dialer",
+    ),
+    "TCP_ABORT_ON_LINGER": (
+        "the FIN_WAIT2 linger time ran out",
+        "check tcp_fin_timeout and why the peer never closes its side",
+    ),
+    "TCP_ABORT_ON_DATA": (
+        "data arrived on a socket the application had already closed",
+        "make the peer stop sending before close (protocol-level close), or shutdown(SHUT_WR) first",
+    ),
+    "TCP_ABORT_ON_MEMORY": (
+        "too many orphaned sockets or TCP memory pressure",
+        "check tcp_max_orphans and tcp_mem; close fewer connections abruptly",
+    ),
+    "TCP_KEEPALIVE_TIMEOUT": (
+        "keepalive probes went unanswered: the peer or the path is gone",
+        "look for a middlebox idle timeout or a dead peer on that path",
+    ),
+    "TCP_TIMEWAIT_SOCKET": (
+        "a segment hit a TIME_WAIT socket that could not accept it",
+        "reuse connections instead of reopening the same 4-tuple",
+    ),
+    "TCP_DISCONNECT_WITH_DATA": (
+        "the application disconnected with data still to send",
+        "finish writing before closing",
+    ),
+}
+
+# What the commonest drop reasons mean (include/net/dropreason-core.h)
+DROP_REASONS: dict[str, str] = {
+    "NETFILTER_DROP": "a netfilter (iptables/nftables) rule dropped the packet",
+    "NO_SOCKET": "no socket matched the packet (port closed or connection gone)",
+    "SOCKET_RCVBUFF": "the socket's receive buffer was full",
+    "TCP_OLD_DATA": "the segment carried data already received (a retransmission the peer sent needlessly)",
+    "TCP_ZEROWINDOW": "the segment arrived while the receive window was zero",
+    "TCP_LISTEN_OVERFLOW": "the listener's accept queue was full",
+    "TCP_CSUM": "bad TCP checksum",
+    "OTHERHOST": "the packet was for another host",
+    "IP_RPFILTER": "reverse-path filtering (rp_filter) dropped it",
+}
+
+
+def trace_of(bag: EvidenceBag) -> TraceEvidence:
+    found = bag.get("trace")
+    assert isinstance(found, TraceEvidence)
+    return found
+
+
+def top(counter: Counter[str], n: int = TOP) -> str:
+    return ", ".join(f"{key} ({count})" for key, count in counter.most_common(n))
+
+
+def owner_label(att: Attribution | None) -> str | None:
+    return att.label() if att is not None and (att.pid or att.pod_uid) else None
+
+
+def subject_of(owners: Counter[str], atts: dict[str, Attribution], fallback: str) -> Subject:
+    """The pod, else the process, that most events belong to; else the connection ``fallback``."""
+    if owners:
+        att = atts[owners.most_common(1)[0][0]]
+        if att.pod_name or att.pod_uid:
+            return Subject(kind="Pod", namespace=att.pod_namespace, name=att.pod_name or att.pod_uid)
+        if att.pid:
+            return Subject(kind="Process", name=f"{att.comm} (pid {att.pid})")
+    return Subject(connection=fallback)
+
+
+def owners_of(
+    events: Iterable[TraceEvent], pick: Callable[[TraceEvent], Attribution | None]
+) -> tuple[Counter[str], dict[str, Attribution]]:
+    counts: Counter[str] = Counter()
+    atts: dict[str, Attribution] = {}
+    for e in events:
+        att = pick(e)
+        label = owner_label(att)
+        if label and att is not None:
+            counts[label] += 1
+            atts[label] = att
+    return counts, atts
+
+
+def event_evidence(events: Iterable[TraceEvent], limit: int = 3) -> list[Evidence]:
+    out = []
+    for e in list(events)[:limit]:
+        extra = f" reason {e.reason}" if e.reason else ""
+        who = owner_label(e.owner) or owner_label(e.peer)
+        out.append(
+            Evidence(
+                "trace",
+                f"t+{e.time:.3f}s {e.kind} {e.local} -> {e.remote} state {e.state}{extra}"
+                + (f" ({who})" if who else ""),
+            )
+        )
+    return out
+
+
+def over(trace: TraceEvidence) -> str:
+    return f"during the {trace.duration:.1f} s trace"
+
+
+def grouped(events: Iterable[TraceEvent], key: Callable[[TraceEvent], str]) -> dict[str, list[TraceEvent]]:
+    groups: dict[str, list[TraceEvent]] = defaultdict(list)
+    for e in events:
+        groups[key(e)].append(e)
+    return dict(sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])))
+
+
+# --- TRC001: resets ------------------------------------------------------------------------------
+
+
+@rule(
+    "TRC001",
+    name="resets-by-reason",
+    severity=Severity.WARNING,
+    summary="resets sent/received, by kernel reason and side, with the top peers and processes",
+    needs=("trace",),
+)
+def resets_by_reason(bag: EvidenceBag) -> Iterator[Finding]:
+    trace = trace_of(bag)
+    sent = grouped(trace.of_kind("reset_sent"), lambda e: e.reason or "unknown (no reason on this kernel)")
+    for reason, events in sent.items():
+        yield _reset_finding(trace, events, f"sent with kernel reason {reason}", reason)
+    received = grouped(trace.of_kind("reset_received"), lambda e: e.state)
+    for state, events in received.items():
+        yield _reset_finding(trace, events, f"received in state {state}", None)
+
+
+def _reset_finding(trace: TraceEvidence, events: list[TraceEvent], side: str, reason: str | None) -> Finding:
+    peers = Counter(e.remote for e in events)
+    no_socket = reason == "NO_SOCKET"
+    owners, atts = owners_of(events, (lambda e: e.peer) if no_socket else (lambda e: e.owner))
+    meaning, fix = RESET_REASONS.get(reason or "", ("", "look at what the peer sent just before the reset"))
+    if reason is None:
+        meaning = "the peer (or a middlebox) aborted the connection"
+        fix = "trace or capture on the peer's side to read its reason"
+    parts = [f"{len(events)} resets {side} {over(trace)}"]
+    if meaning:
+        parts.append(meaning)
+    if no_socket:
+        ports = Counter(e.local for e in events)
+        parts.append(f"refused on {top(ports)}")
+    parts.append(f"top peers {top(peers)}")
+    if owners:
+        parts.append(("the refused connections belong to " if no_socket else "sockets of ") + top(owners))
+    elif no_socket:
+        parts.append("no local socket to attribute (the peers are remote, or their sockets were not seen)")
+    return resets_by_reason.finding(
+        "; ".join(parts),
+        subject=subject_of(owners, atts, f"{events[0].local} -> {events[0].remote}"),
+        evidence=event_evidence(events),
+        fix=Fix(fix),
+    )
+
+
+# --- TRC002: drops -------------------------------------------------------------------------------
+
+
+@rule(
+    "TRC002",
+    name="drops-by-reason",
+    severity=Severity.WARNING,
+    summary="TCP-related packet drops by kernel drop reason",
+    needs=("trace",),
+)
+def drops_by_reason(bag: EvidenceBag) -> Iterator[Finding]:
+    trace = trace_of(bag)
+    for reason, events in grouped(trace.of_kind("drop"), lambda e: e.reason or "unknown").items():
+        flows = Counter(f"{e.local} -> {e.remote}" for e in events)
+        flags = Counter(e.state for e in events)
+        owners, atts = owners_of(events, lambda e: e.owner)
+        meaning = DROP_REASONS.get(reason, "see include/net/dropreason-core.h")
+        message = (
+            f"{len(events)} TCP packets dropped with kernel reason {reason} {over(trace)} ({meaning}); "
+            f"top flows {top(flows)}; flags {top(flags)}"
+        )
+        if owners:
+            message += f"; sockets of {top(owners)}"
+        yield drops_by_reason.finding(
+            message,
+            severity=Severity.INFO if reason == "NOT_SPECIFIED" else None,
+            subject=subject_of(owners, atts, flows.most_common(1)[0][0]),
+            evidence=event_evidence(events),
+            fix=Fix(
+                "find the rule that drops this flow (`iptables-save`, `nft list ruleset`, NetworkPolicy)"
+                if reason == "NETFILTER_DROP"
+                else f"see `tcpdoctor rule TRC002` for {reason}"
+            ),
+        )
+
+
+# --- TRC003: accept-queue overflow ---------------------------------------------------------------
+
+
+def overflowed(ns: NamespaceCounters) -> bool:
+    return ns.delta("ListenOverflows") > 0 or ns.delta("ListenDrops") > 0
+
+
+def full_listeners(trace: TraceEvidence, netns: int) -> list[ListenerSample]:
+    """Listeners of ``netns`` caught over their backlog, else the ones seen at it."""
+    mine = [ls for ls in trace.listeners if ls.netns == netns]
+    over_backlog = [ls for ls in mine if ls.full_samples]
+    at_backlog = [ls for ls in mine if ls.max_queue >= ls.backlog > 0]
+    return sorted(over_backlog or at_backlog, key=lambda ls: (-ls.full_samples, -ls.max_queue))
+
+
+@rule(
+    "TRC003",
+    name="accept-queue-overflow-live",
+    severity=Severity.ERROR,
+    summary="accept-queue overflow on a listener during the trace (process, port, backlog)",
+    needs=("trace",),
+)
+def accept_queue_overflow_live(bag: EvidenceBag) -> Iterator[Finding]:
+    trace = trace_of(bag)
+    for ns in trace.namespaces:
+        if not overflowed(ns):
+            continue
+        culprits = full_listeners(trace, ns.netns)
+        counts = (
+            f"ListenOverflows +{ns.delta('ListenOverflows')}, ListenDrops +{ns.delta('ListenDrops')} "
+            f"in {ns.label} {over(trace)}"
+        )
+        if culprits:
+            ls = culprits[0]
+            who = f"pid {ls.pid} {ls.comm}" if ls.pid else "owner not found"
+            message = (
+                f"{counts}: listener {ls.endpoint} ({who}) had {ls.max_queue} connections waiting "
+                f"for accept() with backlog {ls.backlog}, over it in {ls.full_samples} of {ls.samples} samples"
+            )
+            subject = (
+                Subject(kind="Process", name=f"{ls.comm} (pid {ls.pid})")
+                if ls.pid
+                else Subject(connection=f"listener {ls.endpoint}")
+            )
+        else:
+            message = f"{counts}: no sampled listener was caught at its backlog (the bursts were shorter than the sampling period)"
+            subject = Subject(node=ns.label)
+        yield accept_queue_overflow_live.finding(
+            message,
+            subject=subject,
+            evidence=[
+                Evidence(
+                    "trace",
+                    f"listener {ls.endpoint}: max accept queue {ls.max_queue}, backlog {ls.backlog}, "
+                    f"full in {ls.full_samples}/{ls.samples} samples",
+                )
+                for ls in culprits[:TOP]
+            ],
+            fix=Fix(
+                "accept faster (more accept goroutines/workers, less work before Accept) and raise the "
+                "backlog: listen(backlog) is capped by net.core.somaxconn, which Go uses as its backlog"
+            ),
+        )
+
+
+# --- TRC004: churn -------------------------------------------------------------------------------
+
+
+def churn_destination(e: TraceEvent) -> str:
+    """Client sockets churn towards their peer; accepted sockets churn on the local service port."""
+    return f"clients of {e.local}" if e.server_side else e.remote
+
+
+@rule(
+    "TRC004",
+    name="connection-churn",
+    severity=Severity.WARNING,
+    summary="connection churn: many short-lived connections or TIME_WAIT growth towards one destination",
+    needs=("trace",),
+)
+def connection_churn(bag: EvidenceBag) -> Iterator[Finding]:
+    trace = trace_of(bag)
+    seconds = max(trace.duration, 0.001)
+    short = [e for e in trace.of_kind("lifetime") if e.micros is not None and e.micros < SHORT_LIVED_US]
+    reported_ns: set[int] = set()
+    for dest, events in grouped(short, churn_destination).items():
+        rate = len(events) / seconds
+        if len(events) < CHURN_MIN_CONNECTIONS or rate < CHURN_MIN_RATE:
+            continue
+        median_ms = statistics.median(e.micros or 0 for e in events) / 1000
+        active = sum(1 for e in events if e.state in ACTIVE_CLOSE_STATES)
+        owners, atts = owners_of(events, lambda e: e.owner)
+        message = (
+            f"{len(events)} connections {'from' if dest.startswith('clients') else 'to'} {dest} lived under "
+            f"{SHORT_LIVED_US // 1_000_000} s (median {median_ms:.1f} ms) {over(trace)}, {rate:.0f}/s; "
+            f"{active} were closed first on this side and each holds a TIME_WAIT entry for 60 s"
+        )
+        ns = trace.namespace(events[0].netns)
+        if ns is not None and ns.tw_max > ns.tw_before:
+            message += f"; TIME_WAIT in {ns.label} went from {ns.tw_before} to {ns.tw_max}"
+            reported_ns.add(ns.netns)
+        if owners:
+            message += f"; opened by {top(owners)}"
+        yield connection_churn.finding(
+            message,
+            subject=subject_of(owners, atts, dest),
+            evidence=event_evidence(events),
+            fix=Fix(
+                "reuse connections: keep-alive on both sides, one shared http.Client/Transport, "
+                "MaxIdleConnsPerHost at least the concurrency to one host"
+            ),
+        )
+    for ns in trace.namespaces:
+        growth = ns.tw_max - ns.tw_before
+        if ns.netns in reported_ns or growth < TIME_WAIT_GROWTH:
+            continue
+        yield connection_churn.finding(
+            f"TIME_WAIT sockets in {ns.label} grew from {ns.tw_before} to {ns.tw_max} (+{growth}) {over(trace)}: "
+            "connections are opened and closed at a high rate",
+            subject=Subject(node=ns.label),
+            evidence=[Evidence("trace", f"/proc/net/sockstat tw {ns.tw_before} -> {ns.tw_max}")],
+            fix=Fix(
+                "trace with --what lifetimes to see which destination churns, then reuse connections there"
+            ),
+        )
+
+
+# --- TRC005: retransmissions ---------------------------------------------------------------------
+
+
+@rule(
+    "TRC005",
+    name="retransmission-hotspots",
+    severity=Severity.WARNING,
+    summary="retransmission hotspots: the peers with the most retransmissions, and the TCP state",
+    needs=("trace",),
+)
+def retransmission_hotspots(bag: EvidenceBag) -> Iterator[Finding]:
+    trace = trace_of(bag)
+    events = trace.of_kind("retransmit")
+    total = len(events)
+    for peer, mine in list(grouped(events, lambda e: e.remote).items())[:TOP]:
+        if len(mine) < RETRANS_MIN:
+            continue
+        states = Counter(e.state for e in mine)
+        owners, atts = owners_of(mine, lambda e: e.owner)
+        syn = states.get("SYN_SENT", 0)
+        cause = (
+            "the peer does not answer SYNs (filtered port, dead pod IP, or overflowing listener)"
+            if syn * 2 > len(mine)
+            else "packets are lost on the path or the peer stalls"
+        )
+        message = (
+            f"{len(mine)} of {total} retransmissions {over(trace)} went to {peer} "
+            f"(states {top(states, 5)}): {cause}"
+        )
+        if owners:
+            message += f"; sockets of {top(owners)}"
+        yield retransmission_hotspots.finding(
+            message,
+            subject=subject_of(owners, atts, peer),
+            evidence=event_evidence(mine),
+            fix=Fix(
+                "check the path to this peer (drops with `tcpdoctor trace --what drops`, MTU, "
+                "NetworkPolicy) and the peer's health; SYN_SENT retransmissions mean no answer at all"
+            ),
+        )

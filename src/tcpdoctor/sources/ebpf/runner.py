@@ -1,0 +1,329 @@
+"""bpftrace as a subprocess (``-f json``: one JSON object per line), and the trace session around it.
+
+:class:`Bpftrace` starts the program, waits until its probes are attached and yields the
+decoded messages. :class:`TraceSession` adds the namespace sampling, attribution and filters,
+and returns :class:`~tcpdoctor.evidence.trace.TraceEvidence` for the TRC rules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tcpdoctor.evidence.trace import KIND_CODES, Attribution, TraceEvent, TraceEvidence
+from tcpdoctor.model import InputError
+from tcpdoctor.sources.ebpf.attribution import Attributor
+from tcpdoctor.sources.ebpf.formats import KernelFormats, TracepointFormat, state_name
+from tcpdoctor.sources.ebpf.programs import COLUMNS, Program, ProgramSpec, build_program
+from tcpdoctor.sources.ebpf.sampling import NamespaceWatch
+
+ATTACH_TIMEOUT = 60.0
+# bpftrace writes this on every start on kernels where RLIMIT_MEMLOCK no longer applies (memcg accounting)
+_BENIGN_STDERR = ("RLIMIT_MEMLOCK",)
+
+
+def check_environment() -> str:
+    """bpftrace's path, after checking root and tracefs; else InputError with the one-line reason."""
+    exe = shutil.which("bpftrace")
+    if exe is None:
+        raise InputError("bpftrace is not installed: `apt-get install bpftrace` (Debian/Ubuntu)")
+    if os.geteuid() != 0:
+        raise InputError("tracing the kernel needs root: run `sudo tcpdoctor trace ...`")
+    KernelFormats().require_readable()  # raises with the mount command when tracefs is missing
+    return exe
+
+
+class Bpftrace:
+    """One bpftrace process running ``program``; messages are read by a thread into a queue."""
+
+    def __init__(self, program: str, exe: str | None = None) -> None:
+        self.exe = exe or shutil.which("bpftrace") or "bpftrace"
+        fd, self._path = tempfile.mkstemp(prefix="tcpdoctor-", suffix=".bt")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(program)
+        self.proc: subprocess.Popen[str] | None = None
+        self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.stderr: list[str] = []
+        self.lost = 0
+
+    def start(self, timeout: float = ATTACH_TIMEOUT) -> None:
+        env = dict(os.environ, BPFTRACE_MAP_KEYS_MAX="65536", BPFTRACE_STRLEN="16")
+        self.proc = subprocess.Popen(
+            [self.exe, "-B", "none", "-f", "json", self._path],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches us, not bpftrace: we stop it ourselves
+        )
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = self.messages.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if msg is None:
+                break
+            if msg.get("type") == "attached_probes":
+                return
+        self.stop()
+        raise InputError(f"bpftrace did not start: {self.error_line()}")
+
+    def error_line(self) -> str:
+        time.sleep(0.1)
+        useful = [line for line in self.stderr if line.strip() and not any(b in line for b in _BENIGN_STDERR)]
+        errors = [line for line in useful if "ERROR" in line] or useful
+        return errors[0].strip() if errors else "no output (timed out)"
+
+    def _read_stdout(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if msg.get("type") == "lost_events":
+                self.lost += int(msg.get("data", {}).get("events", 0))
+                continue
+            self.messages.put(msg)
+        self.messages.put(None)
+
+    def _read_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line.rstrip())
+
+    def poll(self, timeout: float) -> Iterator[dict[str, Any]]:
+        """Messages that arrive within ``timeout`` seconds (stops early when bpftrace has exited)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                msg = self.messages.get(timeout=max(left, 0.0)) if left > 0 else self.messages.get_nowait()
+            except queue.Empty:
+                return
+            if msg is None:
+                self.messages.put(None)
+                return
+            yield msg
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        """SIGINT (bpftrace runs END and prints its maps), then SIGKILL if it hangs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        Path(self._path).unlink(missing_ok=True)
+
+
+def _flags(code: int) -> str:
+    return "|".join(name for bit, name in ((1, "SYN"), (2, "RST")) if code & bit) or "-"
+
+
+def parse_record(
+    data: str, formats: dict[str, TracepointFormat], start_ns: int, attributor: Attributor | None = None
+) -> TraceEvent | None:
+    """One printf record of a per-event program (see programs.COLUMNS) as a TraceEvent."""
+    cols = data.rstrip("\n").split("\t")
+    if len(cols) != len(COLUMNS) or cols[0] not in KIND_CODES:
+        return None
+    row = dict(zip(COLUMNS, cols, strict=True))
+    code = cols[0]
+    state_code, reason_code, value = int(row["state"]), int(row["reason"]), int(row["value"])
+    event = TraceEvent(
+        kind=KIND_CODES[code],
+        time=max(int(row["ns"]) - start_ns, 0) / 1e9,
+        saddr=row["saddr"],
+        sport=int(row["sport"]),
+        daddr=row["daddr"],
+        dport=int(row["dport"]),
+        state=state_name(state_code),
+        netns=int(row["netns"]),
+        task_pid=int(row["pid"]),
+        task_comm=row["comm"],
+    )
+    cgroup, owner_pid, owner_comm = int(row["cgroup"]), int(row["owner_pid"]), row["owner_comm"]
+    if attributor is not None:
+        event.owner = attributor.attribute(cgroup, owner_pid, owner_comm)
+    else:
+        event.owner = Attribution(pid=owner_pid or None, comm=owner_comm or None, cgroup_id=cgroup)
+    if code == "RS":
+        tp = formats.get("tcp_send_reset")
+        event.reason = None if reason_code < 0 or tp is None else tp.symbol("reason", reason_code)
+        event.has_socket = bool(value)
+    elif code == "DR":
+        tp = formats.get("kfree_skb")
+        event.reason = None if reason_code < 0 or tp is None else tp.symbol("reason", reason_code)
+        event.state = _flags(state_code)
+        event.length = value
+    elif code == "RT":
+        event.reason = f"err {reason_code}" if reason_code else None
+    elif code == "CN":
+        event.micros = value if value >= 0 else None
+        event.reason = None if state_code == 1 else "failed"
+    elif code == "LT":
+        event.micros = value if value >= 0 else None
+        event.server_side = bool(reason_code)
+    return event
+
+
+@dataclass
+class Filters:
+    """Who to keep, decided in Python on the socket's owner (never interpolated into the program)."""
+
+    pids: frozenset[int] = frozenset()
+    comms: frozenset[str] = frozenset()
+    ports: frozenset[int] = frozenset()
+    cgroups: frozenset[int] = frozenset()
+    pods: frozenset[str] = frozenset()
+
+    def _owners(self, event: TraceEvent) -> list[Attribution]:
+        return [event.owner, *([event.peer] if event.peer else [])]
+
+    def keep(self, event: TraceEvent) -> bool:
+        if self.ports and not ({event.sport, event.dport} & self.ports):
+            return False
+        owners = self._owners(event)
+        if self.pids and not any(o.pid in self.pids for o in owners):
+            return False
+        if self.comms and not any(o.comm in self.comms for o in owners):
+            return False
+        if self.cgroups and not any(o.cgroup_id in self.cgroups for o in owners):
+            return False
+        return not (self.pods and not any(o.pod_uid in self.pods for o in owners))
+
+    @property
+    def active(self) -> bool:
+        return bool(self.pids or self.comms or self.ports or self.cgroups or self.pods)
+
+
+def link_refused_peers(events: Iterable[TraceEvent]) -> None:
+    """A reset sent with no socket (NO_SOCKET) has no owner; when the refused peer is a local
+    socket we saw (its connect failing, or its receive_reset), name that peer instead."""
+    by_tuple: dict[tuple[str, str], Attribution] = {}
+    pending: list[TraceEvent] = []
+    for e in events:
+        if e.kind == "reset_sent" and not e.has_socket:
+            pending.append(e)
+        elif e.kind in ("reset_received", "connect") and e.owner.pid:
+            by_tuple[(e.local, e.remote)] = e.owner
+    for e in pending:
+        e.peer = by_tuple.get((e.remote, e.local))
+
+
+@dataclass
+class TraceSession:
+    """One trace: program + namespace sampling; ``run`` returns the evidence."""
+
+    spec: ProgramSpec
+    filters: Filters = field(default_factory=Filters)
+    on_event: Callable[[TraceEvent], None] | None = None
+    on_counts: Callable[[dict[str, dict[str, int]]], None] | None = None
+    formats: KernelFormats | None = None
+
+    def run(self, duration: float | None, stop: threading.Event | None = None) -> TraceEvidence:
+        exe = check_environment()
+        fmts = self.formats or KernelFormats()
+        program = build_program(self.spec, fmts)
+        attributor = Attributor()
+        evidence = TraceEvidence(what=self.spec.what, notes=list(program.notes))
+        watch_pids = sorted(self.filters.pids) if self.filters.pids else None
+        watch = NamespaceWatch(watch_pids) if "overflow" in self.spec.what else None
+        runner = Bpftrace(program.text, exe) if program.probes else None
+        stop = stop or threading.Event()
+        start_ns = time.monotonic_ns()
+        started = time.monotonic()
+        try:
+            if runner is not None:
+                runner.start()
+            start_ns = time.monotonic_ns()  # bpftrace's nsecs is CLOCK_MONOTONIC
+            started = time.monotonic()
+            if watch is not None:
+                watch.start()
+            self._loop(runner, program, attributor, evidence, start_ns, started, duration, stop)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if runner is not None:
+                runner.stop()
+                if runner.running is False and runner.proc is not None:
+                    for msg in runner.poll(0.5):
+                        self._handle(msg, program, attributor, evidence, start_ns)
+                evidence.lost_events = runner.lost
+            evidence.duration = time.monotonic() - started
+            if watch is not None:
+                ns, listeners, notes = watch.stop()
+                evidence.namespaces, evidence.listeners = ns, listeners
+                evidence.notes += notes
+        link_refused_peers(evidence.events)
+        if self.filters.active:
+            evidence.events = [e for e in evidence.events if self.filters.keep(e)]
+        if evidence.lost_events:
+            evidence.notes.append(f"{evidence.lost_events} events were lost (perf buffer full)")
+        return evidence
+
+    def _loop(
+        self,
+        runner: Bpftrace | None,
+        program: Program,
+        attributor: Attributor,
+        evidence: TraceEvidence,
+        start_ns: int,
+        started: float,
+        duration: float | None,
+        stop: threading.Event,
+    ) -> None:
+        while not stop.is_set():
+            left = None if duration is None else duration - (time.monotonic() - started)
+            if left is not None and left <= 0:
+                return
+            step = 0.2 if left is None else min(0.2, left)
+            if runner is None:
+                time.sleep(step)
+                continue
+            if not runner.running and runner.messages.empty():
+                raise InputError(f"bpftrace stopped: {runner.error_line()}")
+            for msg in runner.poll(step):
+                self._handle(msg, program, attributor, evidence, start_ns)
+
+    def _handle(
+        self,
+        msg: dict[str, Any],
+        program: Program,
+        attributor: Attributor,
+        evidence: TraceEvidence,
+        start_ns: int,
+    ) -> None:
+        kind = msg.get("type")
+        if kind == "printf":
+            event = parse_record(str(msg.get("data", "")), program.formats, start_ns, attributor)
+            if event is None:
+                return
+            evidence.events.append(event)
+            if self.on_event is not None and self.filters.keep(event):
+                self.on_event(event)
+        elif kind == "map" and self.on_counts is not None:
+            self.on_counts(msg.get("data", {}))
