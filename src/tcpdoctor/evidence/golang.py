@@ -17,6 +17,7 @@ function, as the Go compiler names them).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -144,6 +145,7 @@ class HttpServer:
     port: int | None = None  # from addr when known
     handler_ref: str | None = None  # source text of the Handler field (a mux variable, a func, ...)
     keep_alives_disabled: Location | None = None  # srv.SetKeepAlivesEnabled(false)
+    keep_alives_disabled_func: str = ""  # the function that calls it (a shutdown path is fine)
     serve_calls: list[Location] = field(default_factory=list)  # srv.ListenAndServe() etc.
     shutdown_calls: list[ShutdownCall] = field(default_factory=list)
 
@@ -152,16 +154,19 @@ class HttpServer:
         return Subject(go=self.func, path=self.location.path)
 
     def effective_read_header_timeout(self) -> GoValue:
-        """net/http: ReadHeaderTimeout zero or negative falls back to ReadTimeout."""
+        """net/http Server.readHeaderTimeout(): ReadHeaderTimeout if non-zero, else ReadTimeout.
+
+        A result <= 0 means no timeout.
+        """
         rht = self.read_header_timeout
-        if rht.is_unknown or (rht.seconds or 0) > 0:
+        if rht.is_unknown or (rht.seconds or 0) != 0:
             return rht
         return self.read_timeout
 
     def effective_idle_timeout(self) -> GoValue:
-        """net/http: IdleTimeout zero or negative falls back to ReadTimeout."""
+        """net/http Server.idleTimeout(): IdleTimeout if non-zero, else ReadTimeout. <= 0: none."""
         idle = self.idle_timeout
-        if idle.is_unknown or (idle.seconds or 0) > 0:
+        if idle.is_unknown or (idle.seconds or 0) != 0:
             return idle
         return self.read_timeout
 
@@ -264,6 +269,11 @@ class Handler:
     sync: list[SyncUse] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)  # callees, as written (`s.db.PingContext`, `check`)
     connection_close: Location | None = None  # w.Header().Set("Connection", "close")
+
+    @property
+    def key(self) -> str:
+        """Its key in ``GoProgram.handlers`` (see :func:`handler_key`)."""
+        return handler_key(os.path.dirname(self.location.path) or ".", self.name)
 
     @property
     def streaming(self) -> bool:
@@ -452,7 +462,8 @@ class GoProgram:
         return self.handlers.get(registration.handler) if registration.handler else None
 
     def registrations_for(self, handler: Handler) -> list[HandlerRegistration]:
-        return [r for r in self.registrations if r.handler == handler.name]
+        key = handler.key
+        return [r for r in self.registrations if r.handler == key]
 
     def file(self, path: str) -> GoFile | None:
         if len(self._by_path) != len(self.files):

@@ -77,12 +77,16 @@ def analyse_files(
     workers: int | None = None,
     progress: Progress | None = None,
     roots: Sequence[Path] = (),
+    min_parallel: int = PARALLEL_THRESHOLD,
 ) -> GoProgram:
-    """Analyse ``files`` (already walked); ``progress(n)`` is called as n more files are done."""
+    """Analyse ``files`` (already walked); ``progress(n)`` is called as n more files are done.
+
+    Trees of ``min_parallel`` files or more are analysed in ``workers`` processes.
+    """
     groups = packages_of(files)
     program = GoProgram(roots=[str(r) for r in roots])
     workers = workers if workers is not None else worker_count()
-    if len(files) < PARALLEL_THRESHOLD or workers <= 1:
+    if len(files) < min_parallel or workers <= 1:
         for directory, paths in groups.items():
             merge(program, analyse_package(directory, paths))
             if progress:
@@ -141,6 +145,15 @@ def analyse_with_progress(
         return analyse_files(files, workers=workers, roots=roots, progress=lambda n: bar.advance(task, n))
 
 
+def collect(paths: Sequence[Path], *, include_tests: bool = False) -> GoProgram:
+    """The source's entry point for commands (scan, demo): :func:`load_go`."""
+    return load_go(paths, include_tests=include_tests)
+
+
+def suppressor(program: GoProgram) -> Callable[[Finding], bool]:
+    return go_suppressor(program)
+
+
 def go_suppressor(program: GoProgram) -> Callable[[Finding], bool]:
     """A policy Suppressor: `//tcpdoctor:ignore ID reason` on the finding's line or the line above."""
 
@@ -153,4 +166,4 @@ def go_suppressor(program: GoProgram) -> Callable[[Finding], bool]:
     return suppressed
 
 
-__all__ = ["analyse_files", "go_suppressor", "load_go", "packages_of"]
+__all__ = ["analyse_files", "collect", "go_suppressor", "load_go", "packages_of", "suppressor"]

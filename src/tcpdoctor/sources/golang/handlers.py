@@ -193,6 +193,8 @@ def collect(ctx: FileContext, span: FuncSpan, handler: Handler, *, top: bool, de
             _header(ctx, handler, args, call)
         elif name == "SSEvent":
             handler.event_stream = handler.event_stream or ctx.loc(call)
+            # gin-contrib/sse Event.WriteContentType sets Cache-Control: no-cache when absent
+            handler.headers.setdefault("Cache-Control", ("no-cache", ctx.loc(call)))
             _write(ctx, span, handler, call)
         elif (name in RESPONSE_METHODS and _is_response_target(operand, writer or gin_or_echo)) or (
             name in WRITE_FUNCS and args and _is_response_target(text(args[0]), writer)

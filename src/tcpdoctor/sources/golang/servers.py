@@ -202,6 +202,7 @@ def scan_calls(ctx: FileContext, servers: list[HttpServer], program: GoProgram) 
             server = _server_for(servers, operand, ctx, call)
             if server is not None and args and text(args[0]) == "false":
                 server.keep_alives_disabled = ctx.loc(call)
+                server.keep_alives_disabled_func = ctx.func_name_at(call)
         elif name == "Shutdown" and operand:
             args = arguments(call)
             server = _server_for(servers, operand, ctx, call)
