@@ -1,0 +1,61 @@
+"""Run inside a test network namespace: sockets in the states the KRN tests look for.
+
+    python scenario.py READY_FILE FLOOD TIME_WAITS
+
+A listener with backlog 1 that never accepts, flooded with FLOOD connects (KRN001 when
+FLOOD > 2); TIME_WAITS connections to a second listener closed by the client first, so
+that they sit in TIME_WAIT towards one destination (KRN004). Writes the two listening
+ports to READY_FILE when done and then holds every socket open until killed (at most
+5 minutes: it stops by itself).
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+
+
+def serve_until_eof(server: socket.socket, count: int) -> None:
+    for _ in range(count):
+        conn, _ = server.accept()
+        while conn.recv(1024):
+            pass
+        conn.close()
+
+
+def main() -> None:
+    ready, flood, time_waits = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    stuck = socket.socket()
+    stuck.bind(("127.0.0.1", 0))
+    stuck.listen(1)  # never accepted
+    clients = []
+    for _ in range(flood):
+        c = socket.socket()
+        c.setblocking(False)
+        try:
+            c.connect(("127.0.0.1", stuck.getsockname()[1]))
+        except BlockingIOError:
+            pass
+        clients.append(c)
+
+    closer = socket.socket()
+    closer.bind(("127.0.0.1", 0))
+    closer.listen(128)
+    worker = threading.Thread(target=serve_until_eof, args=(closer, time_waits), daemon=True)
+    worker.start()
+    for _ in range(time_waits):
+        c = socket.create_connection(closer.getsockname(), timeout=5)
+        c.shutdown(socket.SHUT_WR)  # the client closes first: it is the side left in TIME_WAIT
+        c.recv(1)  # the server's FIN
+        c.close()
+    worker.join(timeout=10)
+    time.sleep(0.5)  # let the flood's handshakes and retries reach the full queue
+    with open(ready, "w") as fh:
+        fh.write(f"{stuck.getsockname()[1]} {closer.getsockname()[1]}\n")
+    time.sleep(300)
+
+
+if __name__ == "__main__":
+    main()

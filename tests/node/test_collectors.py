@@ -1,0 +1,156 @@
+"""The node collectors one by one: parsers on recorded text, the census on real loopback sockets."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tcpdoctor.sources.node import conntrack, counters, sampler, snapshot, sockets, sysctls
+
+TCPDOCTOR = Path(sys.executable).with_name("tcpdoctor")
+
+SNMP = """Tcp: RtoAlgorithm RtoMin OutSegs RetransSegs
+Tcp: 1 200 1000 7
+TcpExt: ListenOverflows ListenDrops
+TcpExt: 312 313
+"""
+
+CT_STAT = """entries  clashres found new invalid ignore delete chainlength insert insert_failed drop early_drop icmp_error  expect_new expect_create expect_delete search_restart
+0000001d  00000000 00000000 00000000 0000000a 00000000 00000000 00000000 00000000 00000001 00000002 00000000 00000000  00000000 00000000 00000000 00000003
+0000001d  00000000 00000000 00000000 00000005 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000  00000000 00000000 00000000 00000000
+"""
+
+
+def test_parse_snmp_pairs_header_and_values() -> None:
+    groups = counters.parse_snmp(SNMP)
+    assert groups["Tcp"]["RetransSegs"] == 7
+    assert groups["TcpExt"] == {"ListenOverflows": 312, "ListenDrops": 313}
+    with pytest.raises(ValueError):
+        counters.parse_snmp("Tcp: A B\nUdp: 1 2\n")
+
+
+def test_parse_conntrack_stat_sums_cpus_but_not_entries() -> None:
+    stat = conntrack.parse_conntrack_stat(CT_STAT)
+    assert stat["entries"] == 0x1D
+    assert stat["invalid"] == 15
+    assert stat["insert_failed"] == 1 and stat["drop"] == 2 and stat["search_restart"] == 3
+
+
+def test_parse_softnet() -> None:
+    cpus = counters.parse_softnet("00001da4 00000002 00000001 00000000\n0000000a 00000000 00000005\n")
+    assert cpus == [
+        {"processed": 0x1DA4, "dropped": 2, "time_squeeze": 1},
+        {"processed": 10, "dropped": 0, "time_squeeze": 5},
+    ]
+
+
+def test_missing_conntrack_is_reported_not_fatal(tmp_path: Path) -> None:
+    skipped: dict[str, str] = {}
+    assert conntrack.collect(skipped, tmp_path / "absent") is None
+    assert "nf_conntrack not loaded" in skipped["conntrack statistics"]
+
+
+def test_sysctls_read_this_namespace() -> None:
+    skipped: dict[str, str] = {}
+    values = sysctls.collect(skipped)
+    assert values["net.core.somaxconn"] == Path("/proc/sys/net/core/somaxconn").read_text().strip()
+    assert len(values["net.ipv4.ip_local_port_range"].split()) == 2
+    assert "net.ipv4.tcp_tw_recycle" not in values  # removed in Linux 4.12
+
+
+def test_census_sees_a_full_listener_and_its_owner() -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(2)
+    port = server.getsockname()[1]
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    try:
+        time.sleep(0.05)
+        census = sockets.census()
+        (mine,) = [lst for lst in census.listeners if lst.local == f"127.0.0.1:{port}"]
+        assert (mine.queued, mine.backlog) == (3, 2)
+        assert mine.saturated
+        assert mine.pid is not None and mine.process  # ourselves, found through /proc/<pid>/fd
+        (peer,) = [p for p in census.peers if p.remote == f"127.0.0.1:{port}"]
+        assert peer.established == 3
+        assert census.states["LISTEN"] >= 1 and census.total >= 7
+    finally:
+        for c in clients:
+            c.close()
+        server.close()
+
+
+def test_a_failing_collector_does_not_stop_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(skipped: dict[str, str], owners: bool = True) -> None:
+        raise RuntimeError("netlink exploded")
+
+    monkeypatch.setattr(sockets, "collect", broken)
+    snap = sampler.collect()
+    assert snap.sockets is None
+    assert "RuntimeError: netlink exploded" in snap.skipped["sockets"]
+    assert snap.sysctls["net.core.somaxconn"]
+    assert snap.counters.snmp["Tcp"]["OutSegs"] > 0
+    assert snap.net is not None and snap.net.link("lo") is not None
+
+
+def test_interval_takes_two_samples() -> None:
+    slept: list[float] = []
+    snap = sampler.collect(2.5, sleep=slept.append)
+    assert slept == [2.5]
+    assert snap.baseline is not None
+    grown = snap.growth("Tcp", "OutSegs")
+    assert grown is not None and grown[0] >= 0 and grown[1] is not None
+
+
+def test_snapshot_file_round_trip(tmp_path: Path) -> None:
+    snap = sampler.collect(service_cidrs=["10.96.0.0/12"])
+    path = tmp_path / "node.json"
+    snapshot.write(snap, path)
+    assert json.loads(path.read_text())["schema"] == "tcpdoctor/node-snapshot/v1"
+    assert snapshot.read(path) == snap
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('{"schema": "tcpdoctor/node-snapshot/v1",\n  "sysctls": [}', "bad.json:2:15: not JSON"),
+        ('{"schema": "something/else"}', "not a tcpdoctor node snapshot: schema 'something/else'"),
+        (
+            '{"schema": "tcpdoctor/node-snapshot/v1", "sockets": {"total": "many"}}',
+            "snapshot.sockets.total: expected int",
+        ),
+    ],
+)
+def test_bad_snapshot_exits_2_with_position(tmp_path: Path, content: str, expected: str) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    proc = subprocess.run(
+        [str(TCPDOCTOR), "node", "--from", str(bad)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert expected in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bad_cidr_exits_2() -> None:
+    proc = subprocess.run(
+        [str(TCPDOCTOR), "node", "--service-cidr", "10.96.0.0/33"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert "--service-cidr '10.96.0.0/33'" in proc.stderr
+
+
+def test_text_output_shows_the_state_by_area() -> None:
+    proc = subprocess.run(
+        [str(TCPDOCTOR), "node", "--fail-on", "never"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    for area in ("listen queues", "conntrack", "ports", "MTU / routes", "counters"):
+        assert f"\n{area}\n" in proc.stdout
+    assert "somaxconn " in proc.stdout and "TCP sockets" in proc.stdout
