@@ -21,6 +21,8 @@ from tcpdoctor.sources.pcap.tls import TlsInfo, TlsParser, looks_like_tls
 Protocol = Literal["unknown", "http1", "http2", "tls", "other"]
 # After this many bytes per direction of an encrypted or unknown stream the session stops asking for more.
 SNIFF_LIMIT = 64 * 1024
+# Content-Length bodies at least this long are skipped by the tracker instead of being copied.
+SKIP_AT_LEAST = 4096
 
 
 @dataclass
@@ -29,6 +31,7 @@ class AppSession:
     http1: Http1Parser | None = None
     http2: Http2Parser | None = None
     tls: TlsParser | None = None
+    fins: dict[str, tuple[int, float]] = field(default_factory=dict)  # side -> (frame, ts) of its FIN
     _pending_server: list[tuple[bytes, int, float]] = field(default_factory=list)
     _bytes: dict[str, int] = field(default_factory=lambda: {"client": 0, "server": 0})
 
@@ -134,6 +137,7 @@ class AppResult:
     tls: TlsInfo | None = None
     upgraded: str | None = None
     error: str | None = None  # why parsing stopped early (garbage, capture gap, bound reached)
+    fins: dict[str, tuple[int, float]] = field(default_factory=dict)  # "client"/"server" -> (frame, ts)
 
     @property
     def probe_exchanges(self) -> list[Exchange]:
@@ -150,6 +154,7 @@ def result_of(session: AppSession, error: str | None = None) -> AppResult:
         tls=session.tls.info if session.tls is not None else None,
         upgraded=session.http1.upgraded if session.http1 is not None else None,
         error=error or session.error,
+        fins=dict(session.fins),
     )
 
 
@@ -161,11 +166,20 @@ class AppAnalyzer:
         self.gap_error: str | None = None
 
     def data(self, direction: Direction, data: bytes, frame: int, ts: float) -> int:
-        if direction is Direction.CLIENT:
+        client = direction is Direction.CLIENT
+        if client:
             self.session.client_data(data, frame, ts)
         else:
             self.session.server_data(data, frame, ts)
-        return CONTINUE if self.session.wants_more else STOP
+        if not self.session.wants_more:
+            return STOP
+        h1 = self.session.http1
+        if h1 is not None and h1.upgraded is None:
+            skip = h1.skip_hint(client=client)
+            if skip >= SKIP_AT_LEAST:
+                h1.skipped(skip, client=client)
+                return skip  # bodies go by uncopied; their last byte is still delivered
+        return CONTINUE
 
     def gap(self, direction: Direction, length: int, frame: int, ts: float) -> int:
         # a hole in the byte stream: the parsers cannot resynchronise, keep what was read
@@ -175,6 +189,8 @@ class AppAnalyzer:
         return STOP
 
     def closed(self, direction: Direction, frame: int, ts: float, reset: bool) -> None:
+        if not reset:
+            self.session.fins.setdefault(direction.label, (frame, ts))
         if direction is Direction.SERVER:
             self.session.server_closed(frame, ts)
 

@@ -272,6 +272,22 @@ class Http1Parser:
             head.body_bytes = body.count
             self._finish_response()
 
+    def skip_hint(self, *, client: bool) -> int:
+        """Body bytes of a Content-Length body that may be skipped unseen: all but the last one,
+        so that the segment completing the body is still delivered (its frame ends the message)."""
+        body = (self._client if client else self._server).body
+        if body is None or body.framing != "length" or body.remaining <= 1:
+            return 0
+        return body.remaining - 1
+
+    def skipped(self, n: int, *, client: bool) -> None:
+        """``n`` body bytes (at most :meth:`skip_hint`) went by without being fed."""
+        body = (self._client if client else self._server).body
+        if body is not None and body.framing == "length":
+            n = min(n, max(0, body.remaining - 1))
+            body.remaining -= n
+            body.count += n
+
     def all_exchanges(self) -> list[Exchange]:
         """Exchanges, including requests still waiting for (the end of) their response."""
         return [*self.exchanges, *self._pending]

@@ -1,0 +1,287 @@
+"""Shared reasoning of the capture rules (PCP*) and of XL008/XL009: one place per fact.
+
+Timing facts (cited on the rule pages):
+- Linux's initial retransmission timeout is 1 s (``TCP_TIMEOUT_INIT`` in include/net/tcp.h,
+  RFC 6298 §2.1); SYN retransmissions double it, except that since Linux 6.5 (commit
+  ccce324dabfe "tcp: make the first N SYN RTO backoffs linear") the first
+  ``tcp_syn_linear_timeouts`` (default 4) retries stay at 1 s.
+- TIME_WAIT lasts 60 s (``TCP_TIMEWAIT_LEN`` in include/net/tcp.h).
+- The kubelet's HTTP probe times out after ``timeoutSeconds`` (default 1 s) for the whole
+  request, body included (k8s.io/kubernetes pkg/probe/http/http.go: http.Client{Timeout}).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from tcpdoctor.evidence.pcap import (
+    RETRANSMISSION,
+    SYN_RETRANSMISSION,
+    Connection,
+    Direction,
+    PcapEvidence,
+    TcpEvent,
+)
+from tcpdoctor.model import Evidence, Location
+from tcpdoctor.rules.registry import EvidenceBag
+from tcpdoctor.sources.pcap.app import AppResult, app_result
+from tcpdoctor.sources.pcap.http1 import Exchange
+
+IDLE_GAP_SECONDS = 2.0
+"""A pause at least this long before a RST makes it an "idle" reset (PCP003), not a mid-exchange abort."""
+RACE_WINDOW_SECONDS = 1.0
+"""A request sent within this time after the server's FIN raced it (PCP004)."""
+TIME_WAIT_SECONDS = 60.0
+INITIAL_RTO_SECONDS = 1.0
+DEFAULT_PROBE_TIMEOUT = 1.0
+RETRANSMISSION_RATIO = 0.05
+"""PCP009: a direction with this share of its packets retransmitted (and at least 3) is heavy."""
+
+
+def capture(bag: EvidenceBag) -> PcapEvidence:
+    found: PcapEvidence = bag.get("pcap")
+    return found
+
+
+def location(pcap: PcapEvidence) -> Location:
+    return Location(pcap.path)
+
+
+def evidence(pcap: PcapEvidence, detail: str) -> Evidence:
+    return Evidence("pcap", detail, location(pcap))
+
+
+def secs(value: float) -> str:
+    """0.0002 -> '0.2 ms', 1.5 -> '1.50 s', 93.2 -> '93.2 s'."""
+    if value < 1:
+        return f"{value * 1000:.3g} ms"
+    if value < 10:
+        return f"{value:.2f} s"
+    return f"{value:.1f} s"
+
+
+def frames(numbers: Iterable[int | None], limit: int = 6) -> str:
+    """'frame 4' / 'frames 1, 2, 7 (+3 more)'."""
+    nums = sorted({n for n in numbers if n is not None})
+    if not nums:
+        return "no frame"
+    shown = ", ".join(str(n) for n in nums[:limit])
+    more = f" (+{len(nums) - limit} more)" if len(nums) > limit else ""
+    return f"frame{'s' if len(nums) > 1 else ''} {shown}{more}"
+
+
+def by_server(connections: Iterable[Connection]) -> dict[str, list[Connection]]:
+    groups: dict[str, list[Connection]] = defaultdict(list)
+    for c in connections:
+        groups[str(c.server)].append(c)
+    return dict(groups)
+
+
+def side_events(conn: Connection, kind: str, side: Direction) -> list[TcpEvent]:
+    return [e for e in conn.events if e.kind == kind and e.direction is side]
+
+
+def intervals(times: Sequence[float]) -> list[float]:
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+def intervals_text(times: Sequence[float]) -> str:
+    return ", ".join(secs(d) for d in intervals(times))
+
+
+def backoff_kind(gaps: Sequence[float]) -> str:
+    """How retransmission intervals grow: 'doubling' (RTO back-off), 'constant' or 'irregular'."""
+    if len(gaps) < 2:
+        return "single"
+    ratios = [b / a for a, b in itertools.pairwise(gaps) if a > 0]
+    if ratios and all(1.6 <= r <= 2.5 for r in ratios):
+        return "doubling"
+    if ratios and all(0.8 <= r <= 1.25 for r in ratios):
+        return "constant"
+    if ratios and all(0.8 <= r <= 2.5 for r in ratios):
+        return "constant, then doubling"
+    return "irregular"
+
+
+def syn_retries(conn: Connection) -> tuple[list[TcpEvent], list[TcpEvent]]:
+    """(client SYN retransmissions, server SYN-ACK retransmissions)."""
+    return (
+        side_events(conn, SYN_RETRANSMISSION, Direction.CLIENT),
+        side_events(conn, SYN_RETRANSMISSION, Direction.SERVER),
+    )
+
+
+def data_retransmissions(conn: Connection, side: Direction) -> list[TcpEvent]:
+    """Retransmitted data segments of one side (SYNs excluded; fast retransmissions included)."""
+    syn_frames = {e.frame for e in side_events(conn, SYN_RETRANSMISSION, side)}
+    return [
+        e
+        for e in conn.events
+        if e.direction is side and e.kind.endswith(RETRANSMISSION) and e.frame not in syn_frames
+    ]
+
+
+def app(conn: Connection) -> AppResult | None:
+    return app_result(conn)
+
+
+# --- idle resets: PCP003, PCP004 and XL008 read the same reasoning -------------------------------
+
+
+@dataclass
+class IdleReset:
+    """A RST on a keep-alive connection after it sat idle."""
+
+    conn: Connection
+    gap: float  # seconds of silence
+    gap_start_ts: float
+    gap_end_ts: float
+    gap_end_frame: int | None  # the frame that ended the silence (request, or the RST itself)
+    answered_data: bool  # True: the RST answered data sent after the gap; False: a bare RST
+    request: Exchange | None = None  # the HTTP request the RST answered, when seen
+    server_fin: tuple[int, float] | None = None  # the server's FIN (frame, ts), when it closed first
+    fin_idle: float | None = None  # silence before that FIN: the closer's idle timeout
+
+    @property
+    def closer_idle(self) -> float:
+        """The idle time after which the state was dropped, as precisely as the capture shows it."""
+        return self.fin_idle if self.fin_idle is not None else self.gap
+
+
+def _last_activity_before(exchanges: Sequence[Exchange], index: int, conn: Connection) -> float:
+    if index > 0:
+        prev = exchanges[index - 1]
+        r = prev.response
+        if r is not None:
+            return r.end_ts if r.end_ts is not None else r.head_ts
+        return prev.sent_ts
+    return conn.ack_ts or conn.synack_ts or conn.start
+
+
+def idle_reset(conn: Connection) -> IdleReset | None:
+    """The idle gap before this connection's RST, when the RST came after one (else None)."""
+    if conn.reset_by is None or conn.reset_ts is None or conn.reset_phase == "handshake":
+        return None
+    if conn.c2s.bytes + conn.s2c.bytes == 0:
+        return None  # never carried data: not a keep-alive connection
+    result = app(conn)
+    exchanges = result.exchanges if result is not None else []
+    server_fin = result.fins.get("server") if result is not None else None
+    # the HTTP request that the RST answered: the last one without a (complete) response
+    for i in range(len(exchanges) - 1, -1, -1):
+        ex = exchanges[i]
+        if ex.response is not None or ex.request.first_ts > conn.reset_ts:
+            continue
+        start = _last_activity_before(exchanges, i, conn)
+        gap = ex.request.first_ts - start
+        answer_delay = conn.reset_ts - ex.request.first_ts
+        if gap < IDLE_GAP_SECONDS or answer_delay > max(1.0, 10 * (conn.handshake_rtt or 0.0)):
+            return None
+        fin_idle = server_fin[1] - start if server_fin is not None and server_fin[1] >= start else None
+        return IdleReset(
+            conn,
+            gap,
+            start,
+            ex.request.first_ts,
+            ex.request.first_frame,
+            True,
+            ex,
+            server_fin,
+            fin_idle,
+        )
+    if exchanges and all(e.response is not None for e in exchanges) and conn.idle_before_reset is not None:
+        # every exchange answered, then silence, then a bare RST
+        if conn.idle_before_reset >= IDLE_GAP_SECONDS:
+            start = conn.reset_ts - conn.idle_before_reset
+            return IdleReset(conn, conn.idle_before_reset, start, conn.reset_ts, conn.reset_frame, False)
+        return None
+    if exchanges:
+        return None
+    # no HTTP seen (TLS, other protocol): reason from the packet timing only
+    if conn.idle_before_reset is not None and conn.idle_before_reset >= IDLE_GAP_SECONDS:
+        start = conn.reset_ts - conn.idle_before_reset
+        return IdleReset(conn, conn.idle_before_reset, start, conn.reset_ts, conn.reset_frame, False)
+    gap_end = getattr(conn, "max_idle_end_ts", None)
+    if (
+        conn.max_idle >= IDLE_GAP_SECONDS
+        and conn.idle_before_reset is not None
+        and conn.idle_before_reset < min(1.0, conn.max_idle / 4)
+        and conn.max_idle_after_frame is not None
+        and conn.reset_frame is not None
+        and conn.max_idle_after_frame < conn.reset_frame
+    ):
+        end_ts = gap_end if isinstance(gap_end, float) else conn.reset_ts - conn.idle_before_reset
+        return IdleReset(conn, conn.max_idle, end_ts - conn.max_idle, end_ts, conn.max_idle_after_frame, True)
+    return None
+
+
+def race(conn: Connection) -> tuple[Exchange, tuple[int, float]] | None:
+    """PCP004: a request sent while the server's FIN was in flight (or just after it arrived)."""
+    result = app(conn)
+    if result is None or "server" not in result.fins:
+        return None
+    fin_frame, fin_ts = result.fins["server"]
+    slack = 2 * (conn.handshake_rtt or 0.0) + 0.001
+    for ex in result.exchanges:
+        if ex.response is not None:
+            continue
+        sent = ex.request.first_ts
+        if fin_ts - slack <= sent <= fin_ts + RACE_WINDOW_SECONDS:
+            return ex, (fin_frame, fin_ts)
+    return None
+
+
+# --- probes: PCP012 and XL009 ---------------------------------------------------------------------
+
+
+@dataclass
+class ProbeSeen:
+    """One kubelet probe request in the capture and what became of it."""
+
+    conn: Connection
+    exchange: Exchange
+    latency: float | None  # request sent -> end of response (None: never completed)
+    first_byte: float | None
+    outcome: str  # "ok" | "status" | "slow" | "unanswered" | "stream"
+    waited: float  # how long the capture shows the client waiting (for unanswered/stream)
+
+    @property
+    def target(self) -> str:
+        return self.exchange.request.target
+
+    @property
+    def server_port(self) -> int:
+        return self.conn.server.port
+
+
+def probes(pcap: PcapEvidence, timeout: float = DEFAULT_PROBE_TIMEOUT) -> list[ProbeSeen]:
+    """Every probe request (User-Agent kube-probe/) with its latency and outcome against ``timeout``."""
+    seen: list[ProbeSeen] = []
+    for conn in pcap.connections:
+        result = app(conn)
+        if result is None:
+            continue
+        for ex in result.probe_exchanges:
+            resp = ex.response
+            waited = conn.end - ex.sent_ts
+            if resp is None:
+                outcome = "unanswered"
+            elif resp.streaming and not resp.complete:
+                outcome = "stream"
+            elif ex.total is None:
+                outcome = "unanswered" if waited >= timeout else "ok"
+            elif ex.total > timeout:
+                outcome = "slow"
+            elif not 200 <= resp.status < 400:
+                outcome = "status"
+            else:
+                outcome = "ok"
+            seen.append(ProbeSeen(conn, ex, ex.total, ex.first_byte, outcome, waited))
+    return seen
+
+
+def tuple_key(conn: Connection) -> tuple[str, str]:
+    return (str(conn.client), str(conn.server))
