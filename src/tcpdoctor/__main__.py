@@ -1,0 +1,5 @@
+"""`python -m tcpdoctor`: the same as the `tcpdoctor` command."""
+
+from tcpdoctor.cli import main
+
+main()

@@ -1,0 +1,3 @@
+module tdlab/healthy
+
+go 1.22

@@ -1,0 +1,3 @@
+module tdlab/idle-reuse-reset
+
+go 1.22

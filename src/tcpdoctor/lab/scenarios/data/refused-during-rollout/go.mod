@@ -1,0 +1,3 @@
+module tdlab/refused-during-rollout
+
+go 1.22

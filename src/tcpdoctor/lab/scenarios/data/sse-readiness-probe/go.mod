@@ -1,0 +1,3 @@
+module tdlab/sse-readiness-probe
+
+go 1.22
