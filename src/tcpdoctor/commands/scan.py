@@ -65,6 +65,11 @@ Examples:
 
   tcpdoctor scan k8s/ --select PRB --ignore PRB001 --fail-on warning
 
+Go source (.go files; _test.go only with --include-tests, vendor/ and testdata/ skipped) is
+parsed with tree-sitter: http.Server settings, handlers and routes, clients, shutdown (SRV, CLI,
+SSE rules), joined with the manifests by the cross-layer XL rules. Silence a Go finding with a
+comment `//tcpdoctor:ignore SRV002 reason` on the line or the line above.
+
 Silence a finding with the annotation `tcpdoctor.io/ignore: "PRB003,PRB015"` on the object
 (or its pod template), or in `.tcpdoctor.toml` (found upward from PATH, or --config):
 select, ignore, severity overrides and per-path ignores. Read a rule's page with `tcpdoctor rule ID`.
@@ -116,8 +121,36 @@ def _collect_manifests(ctx: ScanContext) -> None:
     )
 
 
+def _collect_go(ctx: ScanContext) -> None:
+    """Go source → evidence kind "go" (+ the //tcpdoctor:ignore suppressor)."""
+    if not ctx.files.go:
+        return
+    from tcpdoctor.sources import golang
+
+    def advance(done: int) -> None:
+        for _ in range(done):
+            ctx.advance(Path())
+
+    started = time.perf_counter()
+    program = golang.analyse_files(ctx.files.go, roots=ctx.paths, progress=advance)
+    ctx.add_evidence("go", program)
+    ctx.inputs.extend(Input("go", str(p)) for p in ctx.files.go)
+    ctx.suppressors.append(golang.go_suppressor(program))
+    broken = program.parse_error_files
+    if broken:
+        first = broken[0].first_error
+        ctx.notes.append(
+            f"{len(broken)} Go file(s) have syntax errors, analysed where the tree allows (first: {first})"
+        )
+    ctx.log(
+        f"{len(ctx.files.go)} Go files: {len(program.servers)} http.Servers, {len(program.listen_calls)} listen "
+        f"calls, {len(program.registrations)} routes, {len(program.handlers)} handlers, "
+        f"{len(broken)} with syntax errors ({time.perf_counter() - started:.2f} s)"
+    )
+
+
 # Extension point: Go source ("go"), node snapshot ("node"), capture ("pcap") collectors go here.
-COLLECTORS: list[Callable[[ScanContext], None]] = [_collect_manifests]
+COLLECTORS: list[Callable[[ScanContext], None]] = [_collect_manifests, _collect_go]
 
 
 @contextmanager
@@ -155,6 +188,9 @@ def scan(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Print what was read and how long it took (stderr).")
     ] = False,
+    include_tests: Annotated[
+        bool, typer.Option("--include-tests", help="Also analyse Go _test.go files (skipped by default).")
+    ] = False,
     # Extension point: source options (--include-tests, --node-snapshot FILE, --pcap FILE) go here.
     format: FormatOpt = "text",
     output: OutputOpt = None,
@@ -166,7 +202,7 @@ def scan(
     opts.validate()
     cfg = config_for(paths, config)
     started = time.perf_counter()
-    files = walk(paths)
+    files = walk(paths, include_go_tests=include_tests)
     ctx = ScanContext(paths=paths, files=files, config=cfg, verbose=verbose)
     ctx.notes.extend(s.note() for s in files.skipped)
     ctx.log(f"config {cfg.path or '(none)'}; {files.count} files found")
