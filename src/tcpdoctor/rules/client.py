@@ -48,8 +48,11 @@ def where(location: Location) -> str:
 def transport_label(t: HttpTransport) -> str:
     if t.is_default:
         return "http.DefaultTransport.Clone()"
-    holder = t.name.lstrip(".") if t.name and t.name != "return" else ""
-    return f"transport {holder}" if holder else "&http.Transport{}"
+    if t.name.startswith("."):  # a field of an enclosing struct literal (Client{Transport: ...})
+        return f"&http.Transport{{}} in field {t.name[1:]}"
+    if t.name and t.name != "return":
+        return f"transport {t.name}"
+    return "&http.Transport{}"
 
 
 def field_location(value: GoValue, fallback: Location) -> Location:

@@ -1,0 +1,436 @@
+"""XL001–XL007 and the container ↔ Go server matching, on small repositories written to tmp_path.
+
+Each case writes Go source and manifests the way a service repository holds them (Go main package
+at the root or under cmd/, manifests under deploy/), runs the real Go and manifest sources, and
+runs one rule. Every rule has a case that must trigger it and a close one that must not.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tcpdoctor.config import load_config
+from tcpdoctor.model import Finding
+from tcpdoctor.rules._matching import explain
+from tcpdoctor.rules.registry import EvidenceBag, get_rule
+from tcpdoctor.sources import golang
+from tcpdoctor.sources import manifests as manifest_source
+
+SERVER = """package main
+
+import (
+\t"context"
+\t"database/sql"
+\t"fmt"
+\t"net/http"
+\t"os"
+\t"os/signal"
+\t"syscall"
+\t"time"
+)
+
+var db *sql.DB
+
+func events(w http.ResponseWriter, r *http.Request) {
+\tw.Header().Set("Content-Type", "text/event-stream")
+\tflusher := w.(http.Flusher)
+\tfor {
+\t\tselect {
+\t\tcase <-r.Context().Done():
+\t\t\treturn
+\t\tcase <-time.After(time.Second):
+\t\t}
+\t\tif _, err := fmt.Fprintf(w, "data: tick\\n\\n"); err != nil {
+\t\t\treturn
+\t\t}
+\t\tflusher.Flush()
+\t}
+}
+
+func healthz(w http.ResponseWriter, r *http.Request) {
+\tw.WriteHeader(http.StatusOK)
+}
+
+func readyz(w http.ResponseWriter, r *http.Request) {
+\tctx, cancel := context.WithTimeout(r.Context(), {ready_timeout})
+\tdefer cancel()
+\tif err := db.PingContext(ctx); err != nil {
+\t\thttp.Error(w, err.Error(), http.StatusServiceUnavailable)
+\t\treturn
+\t}
+\tw.WriteHeader(http.StatusOK)
+}
+
+func main() {
+\tmux := http.NewServeMux()
+\tmux.HandleFunc("GET /events", events)
+\tmux.HandleFunc("GET /healthz", healthz)
+\tmux.HandleFunc("GET /readyz", readyz)
+\tsrv := &http.Server{Addr: {addr}, Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: {idle}}
+\tgo srv.ListenAndServe()
+
+\tctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+\tdefer stop()
+\t<-ctx.Done()
+\t{before_shutdown}
+\tsctx, cancel := context.WithTimeout(context.Background(), {shutdown})
+\tdefer cancel()
+\tsrv.Shutdown(sctx)
+\t_ = os.Getenv
+}
+"""
+
+DEPLOYMENT = """apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      terminationGracePeriodSeconds: {grace}
+      containers:
+        - name: app
+          image: example/{name}:1
+          ports:
+            - name: http
+              containerPort: {port}
+{extra}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+spec:
+  selector: {{app: {name}}}
+  ports:
+    - port: 80
+      targetPort: http
+"""
+
+
+def server_go(**kw: str) -> str:
+    values = {
+        "ready_timeout": "500*time.Millisecond",
+        "addr": '":8080"',
+        "idle": "60 * time.Second",
+        "before_shutdown": "",
+        "shutdown": "10*time.Second",
+    }
+    values.update(kw)
+    out = SERVER
+    for key, value in values.items():
+        out = out.replace("{" + key + "}", value)
+    return out
+
+
+def probe(kind: str, path: str, timeout: int = 1, port: str = "http") -> str:
+    return textwrap.indent(
+        f"{kind}Probe:\n  httpGet:\n    path: {path}\n    port: {port}\n  timeoutSeconds: {timeout}\n",
+        " " * 10,
+    )
+
+
+def deployment(
+    name: str = "api", *, port: int = 8080, grace: int = 30, probes: str = "", pre_stop: str = ""
+) -> str:
+    return DEPLOYMENT.format(name=name, port=port, grace=grace, extra=(probes + pre_stop).rstrip("\n"))
+
+
+PRE_STOP_SLEEP = textwrap.indent("lifecycle:\n  preStop:\n    sleep:\n      seconds: 5\n", " " * 10)
+
+
+def bag_for(root: Path, files: dict[str, str], toml: str | None = None) -> EvidenceBag:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    bag = EvidenceBag()
+    bag.add("go", golang.analyse_files(sorted(root.rglob("*.go")), roots=[root]))
+    yamls = sorted(root.rglob("*.yaml"))
+    if yamls:
+        bag.add("manifests", manifest_source.collect(yamls))
+    if toml is not None:
+        (root / ".tcpdoctor.toml").write_text(toml)
+        bag.add("config", load_config(root / ".tcpdoctor.toml"))
+    return bag
+
+
+def run(bag: EvidenceBag, rule_id: str) -> list[Finding]:
+    found = get_rule(rule_id)
+    assert found is not None
+    if not all(bag.has(k) for k in found.needs):
+        return []
+    return list(found(bag))
+
+
+@pytest.fixture
+def repo(tmp_path: Path):  # type: ignore[no-untyped-def]
+    counter = iter(range(1000))
+
+    def make(files: dict[str, str], toml: str | None = None) -> EvidenceBag:
+        return bag_for(tmp_path / f"repo{next(counter)}", files, toml)
+
+    return make
+
+
+# --- matching -------------------------------------------------------------------------------------
+
+
+def test_matching_by_port(repo) -> None:  # type: ignore[no-untyped-def]
+    bag = repo({"main.go": server_go(), "deploy/api.yaml": deployment(probes=probe("readiness", "/events"))})
+    lines = explain(bag)
+    assert any(line.startswith("Deployment/api container app runs Go server srv") for line in lines), lines
+    assert len(run(bag, "XL001")) == 1
+
+
+def test_no_match_no_finding_and_a_verbose_reason(repo) -> None:  # type: ignore[no-untyped-def]
+    bag = repo(
+        {
+            "main.go": server_go(),
+            "deploy/api.yaml": deployment(port=9000, probes=probe("readiness", "/events")),
+        }
+    )
+    assert run(bag, "XL001") == []
+    lines = explain(bag)
+    assert any("no Go server matched Deployment/api container app" in line for line in lines), lines
+    assert any("container ports 9000" in line and "listen on 8080" in line for line in lines), lines
+
+
+def test_two_servers_on_the_same_port_are_told_apart_by_layout(repo) -> None:  # type: ignore[no-untyped-def]
+    worker = server_go().replace('mux.HandleFunc("GET /events", events)', "")
+    bag = repo(
+        {
+            "cmd/api/main.go": server_go(),
+            "cmd/worker/main.go": worker,
+            "deploy/api.yaml": deployment(probes=probe("readiness", "/events")),
+        }
+    )
+    got = run(bag, "XL001")
+    assert len(got) == 1
+    assert "cmd/api/main.go" in got[0].evidence[1].detail
+
+
+def test_ambiguous_servers_are_not_guessed(repo) -> None:  # type: ignore[no-untyped-def]
+    bag = repo(
+        {
+            "cmd/one/main.go": server_go(),
+            "cmd/two/main.go": server_go(),
+            "deploy/api.yaml": deployment(probes=probe("readiness", "/events")),
+        }
+    )
+    assert run(bag, "XL001") == []
+    assert any("2 servers listen on port 8080" in line for line in explain(bag))
+
+
+def test_match_table_covers_a_runtime_port(repo) -> None:  # type: ignore[no-untyped-def]
+    files = {
+        "services/feed/main.go": server_go(addr='os.Getenv("ADDR")'),
+        "deploy/api.yaml": deployment(probes=probe("readiness", "/events")),
+    }
+    assert run(repo(files), "XL001") == []
+    toml = '[[match]]\nworkload = "Deployment/api"\ncontainer = "app"\ngo = "services/feed"\n'
+    got = run(repo(files, toml), "XL001")
+    assert len(got) == 1
+    assert "[[match]]" in got[0].evidence[1].detail
+
+
+# --- XL001 ----------------------------------------------------------------------------------------
+
+
+def test_xl001_readiness_on_the_stream(repo) -> None:  # type: ignore[no-untyped-def]
+    got = run(
+        repo({"main.go": server_go(), "deploy/a.yaml": deployment(probes=probe("readiness", "/events"))}),
+        "XL001",
+    )
+    assert len(got) == 1
+    f = got[0]
+    assert "readinessProbe GET :8080/events" in f.message and "timeoutSeconds 1" in f.message
+    assert f.location is not None and f.location.path.endswith("a.yaml")
+    assert f.subject.container == "app"
+
+
+def test_xl001_not_on_a_plain_handler(repo) -> None:  # type: ignore[no-untyped-def]
+    bag = repo({"main.go": server_go(), "deploy/a.yaml": deployment(probes=probe("readiness", "/healthz"))})
+    assert run(bag, "XL001") == []
+
+
+# --- XL002 ----------------------------------------------------------------------------------------
+
+
+def test_xl002_liveness_on_the_dependency_check(repo) -> None:  # type: ignore[no-untyped-def]
+    got = run(
+        repo({"main.go": server_go(), "deploy/a.yaml": deployment(probes=probe("liveness", "/readyz"))}),
+        "XL002",
+    )
+    assert len(got) == 1 and "PingContext" in got[0].message
+
+
+def test_xl002_readiness_on_the_dependency_check_is_right(repo) -> None:  # type: ignore[no-untyped-def]
+    bag = repo(
+        {
+            "main.go": server_go(),
+            "deploy/a.yaml": deployment(probes=probe("readiness", "/readyz") + probe("liveness", "/healthz")),
+        }
+    )
+    assert run(bag, "XL002") == []
+
+
+# --- XL003 ----------------------------------------------------------------------------------------
+
+
+def test_xl003_handler_waits_longer_than_the_probe(repo) -> None:  # type: ignore[no-untyped-def]
+    files = {
+        "main.go": server_go(ready_timeout="5 * time.Second"),
+        "deploy/a.yaml": deployment(probes=probe("readiness", "/readyz", timeout=1)),
+    }
+    got = run(repo(files), "XL003")
+    assert len(got) == 1 and "timeoutSeconds 1" in got[0].message and "5s" in got[0].message
+
+
+def test_xl003_handler_deadline_inside_the_probe_timeout(repo) -> None:  # type: ignore[no-untyped-def]
+    files = {
+        "main.go": server_go(ready_timeout="5 * time.Second"),
+        "deploy/a.yaml": deployment(probes=probe("readiness", "/readyz", timeout=6)),
+    }
+    assert run(repo(files), "XL003") == []
+
+
+# --- XL004 ----------------------------------------------------------------------------------------
+
+
+def test_xl004_grace_shorter_than_shutdown(repo) -> None:  # type: ignore[no-untyped-def]
+    files = {
+        "main.go": server_go(shutdown="30 * time.Second"),
+        "deploy/a.yaml": deployment(grace=10, pre_stop=PRE_STOP_SLEEP),
+    }
+    got = run(repo(files), "XL004")
+    assert len(got) == 1
+    assert "terminationGracePeriodSeconds is 10" in got[0].message and "35s" in got[0].message
+
+
+def test_xl004_grace_covers_prestop_and_shutdown(repo) -> None:  # type: ignore[no-untyped-def]
+    files = {
+        "main.go": server_go(shutdown="30 * time.Second"),
+        "deploy/a.yaml": deployment(grace=40, pre_stop=PRE_STOP_SLEEP),
+    }
+    assert run(repo(files), "XL004") == []
+
+
+# --- XL005 ----------------------------------------------------------------------------------------
+
+
+def test_xl005_no_prestop_and_immediate_shutdown(repo) -> None:  # type: ignore[no-untyped-def]
+    got = run(repo({"main.go": server_go(), "deploy/a.yaml": deployment()}), "XL005")
+    assert len(got) == 1 and "no preStop delay" in got[0].message and "Service api" in got[0].message
+
+
+def test_xl005_prestop_sleep(repo) -> None:  # type: ignore[no-untyped-def]
+    assert (
+        run(repo({"main.go": server_go(), "deploy/a.yaml": deployment(pre_stop=PRE_STOP_SLEEP)}), "XL005")
+        == []
+    )
+
+
+def test_xl005_go_sleeps_before_shutdown(repo) -> None:  # type: ignore[no-untyped-def]
+    files = {
+        "main.go": server_go(before_shutdown="time.Sleep(5 * time.Second)"),
+        "deploy/a.yaml": deployment(),
+    }
+    assert run(repo(files), "XL005") == []
+
+
+# --- XL006 ----------------------------------------------------------------------------------------
+
+
+CLIENT = """package main
+
+import (
+\t"io"
+\t"net/http"
+\t"time"
+)
+
+var upstream = flag.String("upstream", "{target}", "ingest host:port")
+
+var client = &http.Client{
+\tTimeout:   10 * time.Second,
+\tTransport: &http.Transport{IdleConnTimeout: {idle}},
+}
+
+func main() {
+\tresp, err := client.Post("http://" + *upstream + "/orders", "application/json", nil)
+\tif err == nil {
+\t\tio.Copy(io.Discard, resp.Body)
+\t\tresp.Body.Close()
+\t}
+}
+"""
+
+
+def client_go(target: str, idle: str) -> str:
+    return CLIENT.replace("{target}", target).replace("{idle}", idle).replace('"io"', '"flag"\n\t"io"')
+
+
+def test_xl006_client_idle_longer_than_server_idle_through_a_service(repo) -> None:  # type: ignore[no-untyped-def]
+    files = {
+        "cmd/orders/main.go": server_go(idle="60 * time.Second"),
+        "cmd/front/main.go": client_go("orders.default.svc:80", "5 * time.Minute"),
+        "deploy/orders.yaml": deployment("orders"),
+    }
+    got = run(repo(files), "XL006")
+    assert len(got) == 1
+    f = got[0]
+    assert "5m0s" in f.message and "1m0s" in f.message
+    assert "Service default/orders port 80" in f.evidence[1].detail
+    assert f.location is not None and f.location.path.endswith("cmd/front/main.go")
+
+
+def test_xl006_client_idle_shorter_than_server_idle(repo) -> None:  # type: ignore[no-untyped-def]
+    files = {
+        "cmd/orders/main.go": server_go(idle="60 * time.Second"),
+        "cmd/front/main.go": client_go("orders.default.svc:80", "30 * time.Second"),
+        "deploy/orders.yaml": deployment("orders"),
+    }
+    assert run(repo(files), "XL006") == []
+
+
+def test_xl006_go_only_by_localhost_port(repo) -> None:  # type: ignore[no-untyped-def]
+    files = {
+        "cmd/orders/main.go": server_go(idle="60 * time.Second"),
+        "cmd/front/main.go": client_go("localhost:8080", "0"),
+    }
+    got = run(repo(files), "XL006")
+    assert len(got) == 1 and "no limit" in got[0].message
+
+
+def test_xl006_unknown_server_is_not_guessed(repo) -> None:  # type: ignore[no-untyped-def]
+    files = {
+        "cmd/orders/main.go": server_go(idle="60 * time.Second"),
+        "cmd/front/main.go": client_go("payments.default.svc:80", "5 * time.Minute"),
+        "deploy/orders.yaml": deployment("orders"),
+    }
+    assert run(repo(files), "XL006") == []
+
+
+# --- XL007 ----------------------------------------------------------------------------------------
+
+
+def test_xl007_probe_path_not_registered(repo) -> None:  # type: ignore[no-untyped-def]
+    got = run(
+        repo({"main.go": server_go(), "deploy/a.yaml": deployment(probes=probe("liveness", "/health"))}),
+        "XL007",
+    )
+    assert len(got) == 1
+    assert "/health" in got[0].message and "/healthz" in got[0].message
+
+
+def test_xl007_registered_path(repo) -> None:  # type: ignore[no-untyped-def]
+    bag = repo({"main.go": server_go(), "deploy/a.yaml": deployment(probes=probe("liveness", "/healthz"))})
+    assert run(bag, "XL007") == []
