@@ -434,3 +434,66 @@ def test_xl007_probe_path_not_registered(repo) -> None:  # type: ignore[no-untyp
 def test_xl007_registered_path(repo) -> None:  # type: ignore[no-untyped-def]
     bag = repo({"main.go": server_go(), "deploy/a.yaml": deployment(probes=probe("liveness", "/healthz"))})
     assert run(bag, "XL007") == []
+
+
+# --- through the command line -----------------------------------------------------------------------
+
+
+def test_scan_verbose_says_which_container_was_not_matched(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = tmp_path / "svc"
+    bag_for(
+        root,
+        {
+            "main.go": server_go(),
+            "deploy/api.yaml": deployment(port=9000, probes=probe("readiness", "/events")),
+        },
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tcpdoctor.cli",
+            "scan",
+            str(root),
+            "-v",
+            "--select",
+            "XL",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "no Go server matched Deployment/api container app" in proc.stderr
+    assert '"findings": []' in proc.stdout
+
+
+def test_scan_reports_xl_findings_with_a_match_table(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    root = tmp_path / "svc"
+    bag_for(
+        root,
+        {
+            "services/feed/main.go": server_go(addr='os.Getenv("ADDR")'),
+            "deploy/api.yaml": deployment(probes=probe("readiness", "/events")),
+        },
+        toml='[[match]]\nworkload = "Deployment/api"\ngo = "services/feed"\n',
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "tcpdoctor.cli", "scan", str(root), "--select", "XL001", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [f["rule"] for f in report["findings"]] == ["XL001"]
+    assert report["findings"][0]["location"]["path"].endswith("deploy/api.yaml")

@@ -210,9 +210,15 @@ def scan(
         ctx.advance = advance
         for collect in COLLECTORS:
             collect(ctx)
+    ctx.bag.add("config", cfg)  # the [[match]] table of the cross-layer rules
     policy = opts.policy(cfg)
     policy.suppressors.extend(ctx.suppressors)
     findings = list(run_rules(ctx.bag, policy.enabled_rules()))
+    if verbose:  # which container runs which Go server, and which could not be matched (docs/matching.md)
+        from tcpdoctor.rules._matching import explain
+
+        for line in explain(ctx.bag):
+            ctx.log(line)
     ctx.log(f"{len(findings)} findings before suppression ({time.perf_counter() - started:.2f} s)")
     report = Report(command="scan", inputs=ctx.inputs, findings=findings, notes=ctx.notes)
     finish(report, opts, policy)
