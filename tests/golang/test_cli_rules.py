@@ -344,3 +344,44 @@ var d = &net.Dialer{Timeout: 5 * time.Second, KeepAlive: %s}
     assert len(got) == 1 and "negative disables" in got[0].message
     assert findings(src % "0", "CLI007") == []
     assert findings(src % "30 * time.Second", "CLI007") == []
+
+
+def test_cli001_context_attached_after_new_request(findings: Run) -> None:
+    src = """
+        var client = &http.Client{}
+
+        func fetch() error {
+            req, _ := http.NewRequest("GET", "http://api:8080/x", nil)
+            ctx, cancel := %s
+            defer cancel()
+            req = req.WithContext(ctx)
+            resp, err := client.Do(req)
+            if err != nil {
+                return err
+            }
+            return resp.Body.Close()
+        }
+        """
+    assert findings(src % "context.WithTimeout(context.Background(), time.Second)", "CLI001") == []
+    assert len(findings(src % "context.WithCancel(context.Background())", "CLI001")) == 1
+
+
+def test_cli001_a_local_client_of_another_function_is_not_confused(findings: Run) -> None:
+    got = findings(
+        """
+        func build() {
+            client := &http.Client{Timeout: 0}
+            _ = client
+        }
+
+        func fetch(client *http.Client) error {
+            resp, err := client.Get("http://api:8080/x")
+            if err != nil {
+                return err
+            }
+            return resp.Body.Close()
+        }
+        """,
+        "CLI001",
+    )
+    assert got == [], "fetch's client is a parameter: its Timeout is the caller's"

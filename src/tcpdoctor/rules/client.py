@@ -67,6 +67,9 @@ def client_for(program: GoProgram, req: ClientRequest) -> HttpClient | None:
     for c in program.clients:
         if c.package != req.package or not c.name:
             continue
+        local = not c.name.startswith(".") and "." not in c.name and not c.func.endswith(".init")
+        if local and c.func != req.func:  # a local variable of another function
+            continue
         if (c.name.startswith(".") and ref.endswith(c.name)) or c.name == ref:
             return c
     return None

@@ -91,6 +91,9 @@ URL_LIKE = re.compile(
 )
 
 
+SERVICE_LIKE_BYTES = re.compile(rb'"(?:(?:h2c|grpc|dns|xds)://|[a-z0-9][a-z0-9.-]*\.svc\b)')
+
+
 def extract_package(contexts: list[FileContext], program: GoProgram) -> None:
     """Add the client-side evidence of one package's files to ``program``.
 
@@ -461,6 +464,8 @@ def _calls(ctx: FileContext, program: GoProgram) -> None:
             build = _request_of(ctx, args[0]) if args else None
             if build is not None:
                 _describe_request(ctx, req, build)
+            if not req.with_context and span is not None and args:
+                _later_context(ctx, span, req, text(args[0]))
         else:
             req.method = METHOD_OF[name]
             if args:
@@ -469,6 +474,17 @@ def _calls(ctx: FileContext, program: GoProgram) -> None:
             req.context_deadline = True  # a WithTimeout in the same function: most likely this request's
         program.requests.append(req)
         _body_use(ctx, program, call, req)
+
+
+def _later_context(ctx: FileContext, span: FuncSpan, req: ClientRequest, var: str) -> None:
+    """``req = req.WithContext(ctx)`` after ``req, _ := http.NewRequest(...)``."""
+    for call in ctx.caps.get("call", []):
+        if span.start <= call.start_byte < span.end:
+            operand, name, _ = call_parts(call)
+            if name == "WithContext" and operand == var:
+                args = arguments(call)
+                _set_context(req, _context_origin(ctx, args[0] if args else None))
+                return
 
 
 def _deadline_in(ctx: FileContext, span: FuncSpan) -> bool:
@@ -550,7 +566,7 @@ def _grpc_dial(ctx: FileContext, program: GoProgram, call: Node) -> None:
 
 
 def _url_strings(ctx: FileContext, program: GoProgram) -> None:
-    if b".svc" not in ctx.source and b"://" not in ctx.source:
+    if not SERVICE_LIKE_BYTES.search(ctx.source):
         return
     for node in parse.captures(ctx.tree.root_node, "(interpreted_string_literal) @s").get("s", []):
         value = parse.string_literal(node)
