@@ -141,6 +141,10 @@ def event_evidence(events: Iterable[TraceEvent], limit: int = 3) -> list[Evidenc
     return out
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def over(trace: TraceEvidence) -> str:
     return f"during the {trace.duration:.1f} s trace"
 
@@ -169,7 +173,7 @@ def resets_by_reason(bag: EvidenceBag) -> Iterator[Finding]:
         yield _reset_finding(trace, events, f"sent with kernel reason {reason}", reason)
     received = grouped(trace.of_kind("reset_received"), lambda e: e.state)
     for state, events in received.items():
-        yield _reset_finding(trace, events, f"received in state {state}", None)
+        yield _reset_finding(trace, events, f"received in state {state}", f"received:{state}")
 
 
 def _reset_finding(trace: TraceEvidence, events: list[TraceEvent], side: str, reason: str | None) -> Finding:
@@ -177,10 +181,13 @@ def _reset_finding(trace: TraceEvidence, events: list[TraceEvent], side: str, re
     no_socket = reason == "NO_SOCKET"
     owners, atts = owners_of(events, (lambda e: e.peer) if no_socket else (lambda e: e.owner))
     meaning, fix = RESET_REASONS.get(reason or "", ("", "look at what the peer sent just before the reset"))
-    if reason is None:
+    if reason == "received:SYN_SENT":
+        meaning = "connection refused: nothing listens on the peer's port, or a firewall rejects with RST"
+        fix = "check that the peer listens on that port (readiness, containerPort/targetPort) and the rejecting rules"
+    elif reason is not None and reason.startswith("received:"):
         meaning = "the peer (or a middlebox) aborted the connection"
         fix = "trace or capture on the peer's side to read its reason"
-    parts = [f"{len(events)} resets {side} {over(trace)}"]
+    parts = [f"{plural(len(events), 'reset')} {side} {over(trace)}"]
     if meaning:
         parts.append(meaning)
     if no_socket:
@@ -217,7 +224,7 @@ def drops_by_reason(bag: EvidenceBag) -> Iterator[Finding]:
         owners, atts = owners_of(events, lambda e: e.owner)
         meaning = DROP_REASONS.get(reason, "see include/net/dropreason-core.h")
         message = (
-            f"{len(events)} TCP packets dropped with kernel reason {reason} {over(trace)} ({meaning}); "
+            f"{plural(len(events), 'TCP packet')} dropped with kernel reason {reason} {over(trace)} ({meaning}); "
             f"top flows {top(flows)}; flags {top(flags)}"
         )
         if owners:

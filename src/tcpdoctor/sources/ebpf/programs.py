@@ -17,6 +17,7 @@ from their listener.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -326,7 +327,14 @@ def build_program(spec: ProgramSpec, fmts: KernelFormats) -> Program:
         if maps:
             prints = " ".join(f"print({m});" for m in maps)
             parts.append(f"interval:s:{int(spec.aggregate_every or 1)} {{ {prints} }}\n")
-    parts.append("END { clear(@opid); clear(@ocomm); clear(@lpid); clear(@lcomm);")
+    if fmts.get("syscalls", "sys_enter_getppid") is not None and parts:
+        # Attached last: bpftrace prints "attached_probes" before attaching, so the runner calls
+        # getppid() until this fires, which proves the probes above are live (see runner.Bpftrace).
+        parts.append(
+            f"tracepoint:syscalls:sys_enter_getppid /pid == {int(os.getpid())}/ "
+            '{ if (@ready == 0) { printf("READY\\n"); @ready = 1; } }\n'
+        )
+    parts.append("END { clear(@opid); clear(@ocomm); clear(@lpid); clear(@lcomm); clear(@ready);")
     if not agg:
         parts.append(" clear(@born); clear(@srv);")
     parts.append(" }\n")
