@@ -12,7 +12,7 @@ export GOCACHE ?= $(CURDIR)/.cache/go-build
 export GOPATH ?= $(CURDIR)/.cache/go
 
 # Debian packages the tests and benchmarks drive for real (tshark is the capture oracle).
-APT_TEST := tshark tcpdump bpftrace iptables iproute2 wrk chromium
+APT_TEST := tshark tcpdump bpftrace iptables iproute2 ethtool wrk chromium
 PYTEST_ARGS ?= -n 2
 
 .PHONY: install install-test apt-test demo test lint typecheck pytest bench clean

@@ -16,3 +16,22 @@ def test_unknown_rule_exits_2() -> None:
 
     result = CliRunner().invoke(app, ["rule", "ZZZ999"])
     assert isinstance(result.exception, InputError)
+
+
+def test_output_into_a_fifo_keeps_the_fifo(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """--output /dev/null (or any non-regular file) is written into, never replaced by a regular file."""
+    import os
+    import stat
+    import threading
+
+    from tcpdoctor.report import Report, write_report
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    write_report(Report(command="test"), "json", fifo)
+    reader.join(timeout=10)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert '"schema": "tcpdoctor/report/v1"' in got[0]

@@ -88,7 +88,9 @@ class Topology:
         ns.run(["ip", "link", "set", "lo", "up"])
         return ns
 
-    def link(self, a: Netns, a_addr: str, b: Netns, b_addr: str, mtu: int | None = None) -> tuple[str, str]:
+    def link(
+        self, a: Netns, a_addr: str | None, b: Netns, b_addr: str | None, mtu: int | None = None
+    ) -> tuple[str, str]:
         """A veth pair between ``a`` and ``b`` with CIDR addresses (e.g. "10.10.1.1/24"); returns the names."""
         self._links += 1
         # interface names are limited to 15 characters
@@ -113,7 +115,8 @@ class Topology:
         for ns, ifname, addr in ((a, a_if, a_addr), (b, b_if, b_addr)):
             if mtu:
                 ns.run(["ip", "link", "set", ifname, "mtu", str(mtu)])
-            ns.run(["ip", "addr", "add", addr, "dev", ifname])
+            if addr:
+                ns.run(["ip", "addr", "add", addr, "dev", ifname])
             ns.run(["ip", "link", "set", ifname, "up"])
         return a_if, b_if
 

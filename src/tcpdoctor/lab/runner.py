@@ -71,6 +71,7 @@ def run_scenario(
         ctx.skipped.append(str(exc))
         log(f"  {exc}")
     finally:
+        created = [ns.name for ns in topo.namespaces]
         if keep:
             log(f"  --keep: namespaces left in place: {', '.join(ns.name for ns in topo.namespaces)}")
             for ns in topo.namespaces:
@@ -78,6 +79,7 @@ def run_scenario(
         else:
             topo.close()
     verdict = judge(scenario, ctx)
+    verdict.namespaces = created
     for note in ctx.skipped:
         if "exceeded" in note:
             verdict.errors.append(note)

@@ -114,6 +114,23 @@ class LabContext:
         self.client_if, self.server_if = self.topo.link(client, "10.213.1.1/24", server, "10.213.1.2/24", mtu)
         return client, server
 
+    def delayed_pair(self, delay_ms: float) -> tuple[Netns, Netns]:
+        """A client and a server on one L2 segment through a user-space delay line (delayline.py)."""
+        client, wire, server = self.topo.host("client"), self.topo.host("wire"), self.topo.host("server")
+        self.client_if, wire_c = self.topo.link(client, "10.213.1.1/24", wire, None)
+        wire_s, self.server_if = self.topo.link(wire, None, server, "10.213.1.2/24")
+        for ns, iface in ((client, self.client_if), (wire, wire_c), (wire, wire_s), (server, self.server_if)):
+            # whole frames only: no segmentation offload super-frames through the user-space wire
+            ns.run(["ethtool", "-K", iface, "gro", "off", "gso", "off", "tso", "off"], check=False)
+        line = wire.popen(
+            [sys.executable, "-m", "tcpdoctor.lab.delayline", wire_c, wire_s, "--delay-ms", str(delay_ms)],
+            stdout=subprocess.PIPE,
+        )
+        assert line.stdout is not None
+        if line.stdout.readline().decode().strip() != "ready":
+            raise RuntimeError("the delay line did not start")
+        return client, server
+
     def start_server(self, ns: Netns, *flags: str) -> subprocess.Popen[bytes]:
         proc = ns.popen([str(self.binary("server")), *flags], stdout=subprocess.PIPE)
         assert proc.stdout is not None
@@ -167,6 +184,7 @@ class Verdict:
     missing: set[str]
     too_severe: list[dict[str, Any]]
     errors: list[str]
+    namespaces: list[str] = field(default_factory=list)  # what the run created (all removed unless --keep)
 
     @property
     def passed(self) -> bool:

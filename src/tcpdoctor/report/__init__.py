@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -50,7 +51,15 @@ def open_output(output: Path | None) -> Iterator[IO[str]]:
     if output is None or str(output) == "-":
         yield sys.stdout
         return
-    tmp = output.with_name(f".{output.name}.tmp")
+    if output.exists() and not output.is_file():
+        # /dev/null, /dev/stdout, a FIFO: write into it; replacing it would destroy the device
+        try:
+            with output.open("w", encoding="utf-8") as fh:
+                yield fh
+        except OSError as exc:
+            raise InputError(f"{output}: {exc.strerror}") from None
+        return
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
     try:
         with tmp.open("w", encoding="utf-8") as fh:
             yield fh
