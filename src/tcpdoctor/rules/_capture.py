@@ -269,8 +269,8 @@ def probes(pcap: PcapEvidence, timeout: float = DEFAULT_PROBE_TIMEOUT) -> list[P
             waited = conn.end - ex.sent_ts
             if resp is None:
                 outcome = "unanswered"
-            elif resp.streaming and not resp.complete:
-                outcome = "stream"
+            elif resp.streaming and (not resp.complete or (ex.total or 0.0) >= timeout):
+                outcome = "stream"  # a stream ends only when the kubelet gives up and closes
             elif ex.total is None:
                 outcome = "unanswered" if waited >= timeout else "ok"
             elif ex.total > timeout:

@@ -439,7 +439,8 @@ def zero_window_stall(bag: EvidenceBag) -> Iterator[Finding]:
             start = zw[0].ts
             last = max([e.ts for e in zw] + [e.ts for e in all_probes])
             count = c.stats(side).zero_windows
-            dead = c.end - last < 1e-6 or (all_probes and all_probes[-1].ts >= zw[-1].ts and c.state != "SF")
+            last_frame = max(e.frame for e in [*zw, *all_probes])
+            dead = last_frame >= c.last_frame - 1  # nothing but the stall until the connection's end
             ending = (
                 "and the connection ended still stalled"
                 if dead
