@@ -271,3 +271,20 @@ def write_state(console: Any, snap: NodeSnapshot) -> None:
 
 def register(app: typer.Typer) -> None:
     app.command("node", help=HELP)(node)
+
+
+def scan_collector(ctx: Any) -> None:
+    """`tcpdoctor scan --node-snapshot FILE [--service-cidr CIDR]`: the snapshot as evidence kind "node".
+
+    ``ctx`` is commands.scan.ScanContext; ``--service-cidr`` goes to XL010 as kind "cluster_cidrs".
+    """
+    path = ctx.options.get("node_snapshot")
+    if path is None:
+        return
+    from tcpdoctor.sources.node import snapshot as snapfile
+
+    ctx.add_evidence("node", snapfile.read(Path(path)))
+    ctx.inputs.append(Input("node", str(path)))
+    given = _cidrs("--service-cidr", list(ctx.options.get("service_cidr") or []))
+    if given:
+        ctx.add_evidence("cluster_cidrs", given)

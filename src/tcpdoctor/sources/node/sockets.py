@@ -14,12 +14,12 @@ net/ipv4/tcp_diag.c tcp_diag_get_info().
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
 import os
 import socket
 import struct
 import time
-from collections import Counter
 from pathlib import Path
 
 from tcpdoctor.evidence.node import TCP_STATES, Listener, PeerCount, SocketCensus
@@ -35,6 +35,7 @@ TCP_TIME_WAIT = 6
 TCP_LISTEN = 10
 
 _NLMSGHDR = struct.Struct("=IHHII")
+_NLMSGHDR_LEN_TYPE = struct.Struct("=IH")
 # struct inet_diag_req_v2: family, protocol, ext, pad, states, inet_diag_sockid (56 bytes in all)
 _REQ = struct.Struct("=BBBxI48x")
 # struct inet_diag_msg after the 16-byte nlmsghdr: the fields the census reads
@@ -56,47 +57,53 @@ def _request(family: int, seq: int) -> bytes:
 
 def _dump(
     family: int,
-    states: Counter[int],
-    peers: Counter[bytes],
+    states: list[int],
+    time_wait: dict[bytes, int],
+    established: dict[bytes, int],
     listeners: list[tuple[int, bytes, bytes, int, int, int]],
 ) -> None:
-    """One family's dump: counts states, (dst, dport, state) of TIME_WAIT/ESTABLISHED, and listeners."""
+    """One family's dump: counts states, TIME_WAIT/ESTABLISHED per (dport, dst), and keeps listeners.
+
+    The hot loop of the census (100,000 messages): locals only, no objects per socket;
+    peers stay raw bytes keys until the busiest few are formatted.
+    """
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         sock.sendto(_request(family, 1), (0, 0))
-        unpack_hdr = _NLMSGHDR.unpack_from
+        unpack_hdr = _NLMSGHDR_LEN_TYPE.unpack_from
         unpack_listen = _MSG_LISTEN.unpack_from
-        addr_len = 4 if family == socket.AF_INET else 16
+        tw_get, est_get = time_wait.get, established.get
+        addr_end = 40 + (4 if family == socket.AF_INET else 16)
+        recv = sock.recv
         while True:
-            buf = sock.recv(1 << 20)
+            buf = recv(1 << 20)
             if not buf:
                 return
             offset, end = 0, len(buf)
-            while offset + 16 <= end:
-                length, kind = unpack_hdr(buf, offset)[:2]
-                if kind == NLMSG_DONE:
-                    return
-                if kind == NLMSG_ERROR:
-                    (errno,) = struct.unpack_from("=i", buf, offset + 16)
-                    if errno == 0:
+            while offset < end:
+                length, kind = unpack_hdr(buf, offset)
+                if kind != SOCK_DIAG_BY_FAMILY:
+                    if kind == NLMSG_ERROR:
+                        (errno,) = struct.unpack_from("=i", buf, offset + 16)
+                        if errno:
+                            raise CensusError(-errno, os.strerror(-errno))
+                    if kind in (NLMSG_DONE, NLMSG_ERROR) or length == 0:
                         return
-                    raise CensusError(-errno, os.strerror(-errno))
+                    offset += (length + 3) & ~3
+                    continue
                 state = buf[offset + 17]
                 states[state] += 1
-                if state in (TCP_TIME_WAIT, TCP_ESTABLISHED):
-                    # key: state byte + dport (2 bytes) + destination address
-                    peers[
-                        buf[offset + 17 : offset + 18]
-                        + buf[offset + 22 : offset + 24]
-                        + buf[offset + 40 : offset + 40 + addr_len]
-                    ] += 1
+                if state == TCP_ESTABLISHED:
+                    key = buf[offset + 22 : offset + 24] + buf[offset + 40 : offset + addr_end]
+                    established[key] = est_get(key, 0) + 1
+                elif state == TCP_TIME_WAIT:
+                    key = buf[offset + 22 : offset + 24] + buf[offset + 40 : offset + addr_end]
+                    time_wait[key] = tw_get(key, 0) + 1
                 elif state == TCP_LISTEN:
                     sport, src, rq, wq, inode = unpack_listen(buf, offset + 16)
-                    listeners.append((family, sport, src[:addr_len], rq, wq, inode))
+                    listeners.append((family, sport, src[: addr_end - 40], rq, wq, inode))
                 offset += (length + 3) & ~3
-                if length == 0:
-                    return
     finally:
         sock.close()
 
@@ -141,26 +148,25 @@ def _owners(inodes: set[int]) -> tuple[dict[int, tuple[int, str]], bool]:
     return found, complete
 
 
-def census(owners: bool = True) -> SocketCensus:
+def census(owners: bool = True, peers_kept: int = PEERS_KEPT) -> SocketCensus:
     """Every TCP socket of this network namespace, counted; listeners and the busiest peers kept."""
     started = time.perf_counter()
-    states: Counter[int] = Counter()
-    peers: Counter[bytes] = Counter()
+    states = [0] * 16
     raw_listeners: list[tuple[int, bytes, bytes, int, int, int]] = []
+    ranked: list[tuple[int, int, int, int, bytes]] = []  # (total, time_wait, established, family, key)
     for af in (socket.AF_INET, socket.AF_INET6):
-        per_family: Counter[bytes] = Counter()
-        _dump(af, states, per_family, raw_listeners)
-        for key, n in per_family.items():
-            peers[bytes([int(af)]) + key] += n
-    by_remote: dict[str, PeerCount] = {}
-    for key, n in peers.items():
-        family, state = key[0], key[1]
-        remote, _ = _endpoint(family, key[2:4], key[4:])
-        pc = by_remote.setdefault(remote, PeerCount(remote))
-        if state == TCP_TIME_WAIT:
-            pc.time_wait += n
-        else:
-            pc.established += n
+        time_wait: dict[bytes, int] = {}
+        established: dict[bytes, int] = {}
+        _dump(af, states, time_wait, established, raw_listeners)
+        tw_get, est_get = time_wait.get, established.get
+        totals = ((tw_get(k, 0) + est_get(k, 0), k) for k in time_wait.keys() | established.keys())
+        for total, key in heapq.nlargest(peers_kept, totals, key=lambda pair: pair[0]):
+            ranked.append((total, tw_get(key, 0), est_get(key, 0), int(af), key))
+    peers = []
+    for _, tw, est, family, key in sorted(ranked, reverse=True)[:peers_kept]:
+        remote, _ = _endpoint(family, key[:2], key[2:])
+        peers.append(PeerCount(remote, time_wait=tw, established=est))
+    peers.sort(key=lambda p: (-p.total, p.remote))
     listeners = []
     for family, sport, src, rq, wq, inode in raw_listeners:
         local, port = _endpoint(family, sport, src)
@@ -172,12 +178,11 @@ def census(owners: bool = True) -> SocketCensus:
             if lst.inode in found:
                 lst.pid, lst.process = found[lst.inode]
     listeners.sort(key=lambda lst: (lst.port, lst.local))
-    busiest = sorted(by_remote.values(), key=lambda p: (-p.total, p.remote))[:PEERS_KEPT]
     return SocketCensus(
-        total=sum(states.values()),
-        states={TCP_STATES.get(s, str(s)): n for s, n in sorted(states.items())},
+        total=sum(states),
+        states={TCP_STATES.get(s, str(s)): n for s, n in enumerate(states) if n},
         listeners=listeners,
-        peers=busiest,
+        peers=peers,
         owners_visible=visible,
         seconds=time.perf_counter() - started,
     )
