@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 HOST = "127.0.0.1"
 PROBE_UA = "kube-probe/1.31"
+CERT = ("-days", "1", "-subj", "/CN=api.test")
 
 
 def request(path: str, agent: str = "Go-http-client/1.1", close: bool = False) -> bytes:
@@ -240,8 +241,19 @@ def tls(port: int) -> None:
 
     d = tempfile.mkdtemp()
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{d}/k", "-out", f"{d}/c"]
-        + ["-days", "1", "-subj", "/CN=api.test"],
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{d}/k",
+            "-out",
+            f"{d}/c",
+            *CERT,
+        ],
         check=True,
         capture_output=True,
     )
@@ -271,9 +283,12 @@ def tls(port: int) -> None:
         cctx.set_alpn_protocols(["h2", "http/1.1"])
         if minv is not None:
             cctx.maximum_version = ssl.TLSVersion.TLSv1_2
-        with connect(p) as raw, contextlib.suppress(ssl.SSLError, OSError):
-            with cctx.wrap_socket(raw, server_hostname="api.test") as t:
-                t.sendall(b"bye")
+        with (
+            connect(p) as raw,
+            contextlib.suppress(ssl.SSLError, OSError),
+            cctx.wrap_socket(raw, server_hostname="api.test") as t,
+        ):
+            t.sendall(b"bye")
     for t in threads:
         t.join(5)
 
