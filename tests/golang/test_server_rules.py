@@ -72,7 +72,7 @@ func main() {
 def test_srv001_server_without_header_timeouts(findings: Run) -> None:
     found = findings(server("\t\tIdleTimeout: 2 * time.Minute,\n"), "SRV001")
     assert len(found) == 1
-    assert "ReadHeaderTimeout is unset and ReadTimeout is unset" in found[0].message
+    assert "in http.Server srv, ReadHeaderTimeout is unset and ReadTimeout is unset:" in found[0].message
 
 
 def test_srv001_read_timeout_covers_headers(findings: Run) -> None:
@@ -331,3 +331,20 @@ def test_srv007_health_without_lock(findings: Run) -> None:
         "\ts.mu.Lock()\n\tdefer s.mu.Unlock()\n\tw.WriteHeader(200)", "\tw.WriteHeader(200)"
     )
     assert findings(src, "SRV007") == []
+
+
+def test_srv006_disabled_in_a_close_method_is_fine(findings: Run) -> None:
+    src = """
+type App struct{ srv *http.Server }
+
+func (a *App) Close() {
+	a.srv.SetKeepAlivesEnabled(false)
+}
+
+func main() {
+	a := &App{srv: &http.Server{Addr: ":8080", ReadHeaderTimeout: time.Second}}
+	a.srv.ListenAndServe()
+}
+"""
+    assert findings(src, "SRV006") == []
+    assert len(findings(src.replace("Close()", "Init()"), "SRV006")) == 1

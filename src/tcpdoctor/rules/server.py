@@ -28,6 +28,9 @@ from tcpdoctor.rules._golang import (
 )
 from tcpdoctor.rules.registry import EvidenceBag, rule
 
+SHUTDOWN_FUNCS = frozenset(
+    {"Close", "Stop", "Shutdown", "shutdown", "stop", "close", "GracefulStop", "Drain"}
+)
 DEFAULTS_FIX = Fix(
     "serve with an http.Server that sets ReadHeaderTimeout (e.g. 5*time.Second), IdleTimeout "
     "(e.g. 120*time.Second) and, unless it streams, WriteTimeout"
@@ -77,7 +80,7 @@ def server_without_read_timeouts(bag: EvidenceBag) -> Iterator[Finding]:
             continue
         rht, rt = server.read_header_timeout, server.read_timeout
         yield server_without_read_timeouts.finding(
-            f"{server_label(server)} has {rht.describe('ReadHeaderTimeout')} and {rt.describe('ReadTimeout')}: "
+            f"in {server_label(server)}, {rht.describe('ReadHeaderTimeout')} and {rt.describe('ReadTimeout')}: "
             "the server waits forever for a request's headers, so slow or stalled clients pile up "
             "connections and goroutines",
             location=server.location,
@@ -107,7 +110,7 @@ def _idle_findings(program: GoProgram, manifests: ManifestSet | None) -> Iterato
         ]
         if no_timeout(idle):
             yield no_idle_limit.finding(
-                f"{server_label(server)} has {server.idle_timeout.describe('IdleTimeout')} and "
+                f"in {server_label(server)}, {server.idle_timeout.describe('IdleTimeout')} and "
                 f"{server.read_timeout.describe('ReadTimeout')}: idle keep-alive connections are never closed",
                 location=server.location,
                 subject=server.subject,
@@ -301,6 +304,8 @@ def _in_shutdown_path(program: GoProgram, func: str, loc: Location) -> bool:
     """Is the call part of a shutdown sequence: before a Shutdown call of the same function, and
     either after that function's signal set-up or in a function that handles no signal (a Stop method)?"""
     line = loc.line or 0
+    if func.rsplit(".", 1)[-1] in SHUTDOWN_FUNCS:
+        return True
     if not any(s.func == func and (s.location.line or 0) >= line for s in program.shutdowns):
         return False
     signals = [s for s in program.signals if s.func == func]
