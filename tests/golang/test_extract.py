@@ -365,3 +365,47 @@ func Run() {{
         r.handler or "" for r in serial.registrations
     )
     assert all(r.handler for r in parallel.registrations)
+
+
+def test_value_through_a_parameter_from_its_only_call_site(go_program: Analyse) -> None:
+    program = go_program(
+        """
+var beat = flag.Duration("heartbeat", 20*time.Second, "")
+
+func stream(every time.Duration) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		t := time.NewTicker(every)
+		defer t.Stop()
+	}
+}
+
+func other(every time.Duration) {}
+
+func main() {
+	http.Handle("/events", stream(*beat))
+	other(time.Second)
+	other(time.Minute)
+}
+"""
+    )
+    (handler,) = [h for h in program.handlers.values() if h.event_stream]
+    assert handler.heartbeat is not None
+    assert handler.heartbeat.seconds == 20.0 and handler.heartbeat.origin == "flag-default"
+
+
+def test_parameter_with_disagreeing_call_sites_is_unknown(go_program: Analyse) -> None:
+    program = go_program(
+        """
+func newServer(idle time.Duration) *http.Server {
+	return &http.Server{IdleTimeout: idle}
+}
+
+func main() {
+	newServer(time.Second).ListenAndServe()
+	newServer(time.Minute).ListenAndServe()
+}
+"""
+    )
+    server = only_server(program)
+    assert server.idle_timeout.is_unknown and server.idle_timeout.origin == "param"

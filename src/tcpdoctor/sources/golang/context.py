@@ -161,6 +161,9 @@ class FileContext:
         span._defs = defs
         return defs
 
+    def param_source(self, name: str, at: Node) -> tuple[Node, FileContext] | None:
+        return _param_source(self, name, at)
+
     def lookup(self, name: str, at: Node) -> tuple[Node | None, FileContext, str] | None:
         """Where ``name`` gets its value seen from ``at``: local (enclosing functions), then package."""
         span = self.func_at(at)
@@ -175,6 +178,32 @@ class FileContext:
         if binding is not None:
             return binding.node, binding.file, binding.origin
         return None
+
+
+def _param_source(ctx: FileContext, name: str, at: Node) -> tuple[Node, FileContext] | None:
+    """The argument given for parameter ``name`` at the call sites of its function, when every
+    call site of the package passes the same expression (``eventsHandler(hub, *heartbeat)``)."""
+    span = ctx.func_at(at)
+    while span is not None and name not in span.params:
+        if name in ctx.definitions(span):
+            return None
+        span = span.parent
+    if span is None or span.kind == "closure" or any(t.startswith("...") for t in span.params.values()):
+        return None
+    index = list(span.params).index(name)
+    callee = span.short.rsplit(".", 1)[-1]
+    found: list[tuple[Node, FileContext]] = []
+    for f in ctx.package.files:
+        for call in f.caps.get("call", []):
+            operand, called, _ = parse.call_parts(call)
+            if called != callee or bool(operand) != (span.kind == "method"):
+                continue
+            args = parse.arguments(call)
+            if len(args) == len(span.params):
+                found.append((args[index], f))
+    if not found or len({text(n) for n, _ in found}) != 1:
+        return None
+    return found[0]
 
 
 def _collect_def(node: Node, defs: dict[str, Node]) -> None:

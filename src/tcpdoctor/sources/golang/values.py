@@ -133,7 +133,11 @@ def _identifier(ctx: FileContext, node: Node, depth: int) -> Val:
         raise Unknown(name)
     value_node, where, origin = found
     if value_node is None:
-        raise Unknown(name, "param" if origin == "param" else "runtime")
+        source = ctx.param_source(name, node) if origin == "param" else None
+        if source is None:
+            raise Unknown(name, "param" if origin == "param" else "runtime")
+        passed = evaluate(source[1], source[0], depth + 1)
+        return Val(passed.kind, passed.value, "call-site" if passed.origin == "literal" else passed.origin)
     val = evaluate(where, value_node, depth + 1)
     if origin in ("flag-default", "env-default") or val.origin in ("flag-default", "env-default"):
         return Val(val.kind, val.value, val.origin if val.origin != "literal" else origin)
