@@ -309,7 +309,7 @@ var _ = time.Second
 var h2 = &http2.Transport{AllowHTTP: true%s}
 """
     got = findings(src % "", "CLI006")
-    assert len(got) == 1 and "ReadIdleTimeout is unset" in got[0].message
+    assert len(got) == 1 and "(ReadIdleTimeout / SendPingTimeout) is unset" in got[0].message
     assert (
         findings(src % ", ReadIdleTimeout: 30 * time.Second, PingTimeout: 15 * time.Second", "CLI006") == []
     )
@@ -385,3 +385,33 @@ def test_cli001_a_local_client_of_another_function_is_not_confused(findings: Run
         "CLI001",
     )
     assert got == [], "fetch's client is a parameter: its Timeout is the caller's"
+
+
+def test_cli006_http2_configure_transports_with_pings_assigned_later(findings: Run) -> None:
+    src = """package main
+
+import (
+\t"net/http"
+\t"time"
+
+\t"golang.org/x/net/http2"
+)
+
+func newTransport() *http.Transport {
+\tt1 := &http.Transport{IdleConnTimeout: time.Minute}
+\tt2, err := http2.ConfigureTransports(t1)
+\tif err != nil {
+\t\tpanic(err)
+\t}
+\t%s
+\treturn t1
+}
+"""
+    assert len(findings(src % "_ = t2", "CLI006")) == 1
+    assert findings(src % "t2.ReadIdleTimeout = 30 * time.Second", "CLI006") == []
+
+
+def test_cli006_net_http_http2config(findings: Run) -> None:
+    src = "var tr = &http.Transport{IdleConnTimeout: time.Minute, HTTP2: &http.HTTP2Config{%s}}\n"
+    assert len(findings(src % "MaxConcurrentStreams: 100", "CLI006")) == 1
+    assert findings(src % "SendPingTimeout: 30 * time.Second", "CLI006") == []

@@ -312,8 +312,9 @@ def long_lived_connection_without_pings(bag: EvidenceBag) -> Iterator[Finding]:
         interval = ka.ping_interval.seconds
         if interval is None or interval > 0 or suppressed(program, "CLI006", ka.location):
             continue
-        field_name = "ReadIdleTimeout" if ka.kind == "http2-transport" else "Time"
-        what = "x/net/http2.Transport" if ka.kind == "http2-transport" else "keepalive.ClientParameters"
+        h2 = ka.kind == "http2-transport"
+        field_name = "the ping interval (ReadIdleTimeout / SendPingTimeout)" if h2 else "Time"
+        what = "HTTP/2 transport settings" if h2 else "keepalive.ClientParameters"
         yield long_lived_connection_without_pings.finding(
             f"{what} at {where(ka.location)}: {ka.ping_interval.describe(field_name)}, so no PING is sent on "
             "an idle connection: a peer that vanished (pod deleted, node lost) is noticed only when the kernel "
@@ -321,7 +322,10 @@ def long_lived_connection_without_pings(bag: EvidenceBag) -> Iterator[Finding]:
             location=ka.location,
             subject=go_subject(ka.func, ka.location),
             evidence=[go_evidence(ka.ping_interval.describe(field_name), ka.location)],
-            fix=Fix(f"set {field_name} (e.g. 30 * time.Second) and a ping timeout (e.g. 15 * time.Second)"),
+            fix=Fix(
+                ("set ReadIdleTimeout (x/net/http2) or HTTP2Config.SendPingTimeout" if h2 else "set Time")
+                + " (e.g. 30 * time.Second) and a ping timeout (e.g. 15 * time.Second)"
+            ),
         )
     for dial in program.grpc_dials:
         if dial.keepalive or suppressed(program, "CLI006", dial.location):

@@ -67,6 +67,7 @@ DEFAULT_TRANSPORT: dict[str, float | int | bool] = {
 }
 KEEPALIVE_FIELDS: dict[str, str] = {
     "ReadIdleTimeout": "ping_interval",  # x/net/http2.Transport
+    "SendPingTimeout": "ping_interval",  # net/http.HTTP2Config (Go 1.24+)
     "PingTimeout": "ping_timeout",
     "Time": "ping_interval",  # grpc keepalive.ClientParameters / ServerParameters
     "Timeout": "ping_timeout",
@@ -75,6 +76,7 @@ KEEPALIVE_FIELDS: dict[str, str] = {
 }
 KEEPALIVE_TYPES = {
     (HTTP2, "Transport"): "http2-transport",
+    (HTTP, "HTTP2Config"): "http2-transport",
     (GRPC_KEEPALIVE, "ClientParameters"): "grpc-client",
     (GRPC_KEEPALIVE, "ServerParameters"): "grpc-server",
     (GRPC_KEEPALIVE, "EnforcementPolicy"): "grpc-enforcement",
@@ -101,14 +103,15 @@ def extract_package(contexts: list[FileContext], program: GoProgram) -> None:
     the calls, so that a client declared in one file is known where another file uses it.
     """
     made: list[tuple[FileContext, list[HttpTransport], list[HttpClient]]] = []
+    pings: list[tuple[str, KeepaliveSettings]] = []
     for ctx in contexts:
         if ctx.imports_like(HTTP) or ctx.imports_like(GRPC) or ctx.imports_like(HTTP2):
-            transports = _transports(ctx, program)
+            transports = _transports(ctx, program, pings)
             made.append((ctx, transports, _clients(ctx, program, transports)))
     transports = [t for _, ts, _ in made for t in ts]
     clients = [c for _, _, cs in made for c in cs]
     for ctx, _, _ in made:
-        _assignments(ctx, transports, clients)
+        _assignments(ctx, transports, clients, pings)
     for ctx, _, _ in made:
         _calls(ctx, program)
     for ctx in contexts:
@@ -219,7 +222,10 @@ def _new_transport(ctx: FileContext, node: Node, *, is_default: bool = False) ->
     return transport
 
 
-def _transports(ctx: FileContext, program: GoProgram) -> list[HttpTransport]:
+def _transports(
+    ctx: FileContext, program: GoProgram, pings: list[tuple[str, KeepaliveSettings]]
+) -> list[HttpTransport]:
+    """Transports, dialers and ping settings of one file (``pings`` gets the holders of the latter)."""
     found: list[HttpTransport] = []
     for lit in ctx.caps.get("literal", []):
         kind = _qualified(ctx, lit.child_by_field_name("type"))
@@ -243,10 +249,22 @@ def _transports(ctx: FileContext, program: GoProgram) -> list[HttpTransport]:
                 if attr is not None:
                     setattr(settings, attr, values.go_value(ctx, value, duration=True))
             program.keepalives.append(settings)
+            pings.append((holder_name(lit), settings))
     for call in ctx.caps.get("call", []):
         operand, name, _ = call_parts(call)
         if name == "Clone" and "DefaultTransport" in operand:
             found.append(_new_transport(ctx, call, is_default=True))
+        elif name == "ConfigureTransports" and ctx.is_pkg(
+            operand, HTTP2
+        ):  # t2, err := ...; t2.ReadIdleTimeout = d
+            settings = KeepaliveSettings(
+                kind="http2-transport",
+                location=ctx.loc(call),
+                func=_per_request(ctx, call)[2],
+                package=ctx.package.name,
+            )
+            program.keepalives.append(settings)
+            pings.append((holder_name(call), settings))
     program.transports.extend(found)
     return found
 
@@ -311,9 +329,14 @@ def _holds(name: str, operand: str, ctx: FileContext, at: Node, func: str) -> bo
     return span is not None and func == span.top().name
 
 
-def _assignments(ctx: FileContext, transports: list[HttpTransport], clients: list[HttpClient]) -> None:
-    """``t.IdleConnTimeout = d`` / ``c.Timeout = d`` after construction."""
-    if not transports and not clients:
+def _assignments(
+    ctx: FileContext,
+    transports: list[HttpTransport],
+    clients: list[HttpClient],
+    pings: list[tuple[str, KeepaliveSettings]],
+) -> None:
+    """``t.IdleConnTimeout = d`` / ``c.Timeout = d`` / ``t2.ReadIdleTimeout = d`` after construction."""
+    if not transports and not clients and not pings:
         return
     for stmt in ctx.caps.get("field_assign", []):
         left = stmt.child_by_field_name("left")
@@ -329,6 +352,10 @@ def _assignments(ctx: FileContext, transports: list[HttpTransport], clients: lis
             for t in transports:
                 if _holds(t.name, operand, ctx, stmt, t.func):
                     _set_transport_field(ctx, t, field, rhs[i])
+            for holder, settings in pings:
+                attr = KEEPALIVE_FIELDS.get(field)
+                if attr is not None and _holds(holder, operand, ctx, stmt, settings.func):
+                    setattr(settings, attr, values.go_value(ctx, rhs[i], duration=True))
             for c in clients:
                 if not _holds(c.name, operand, ctx, stmt, c.func):
                     continue
