@@ -149,8 +149,15 @@ def _collect_go(ctx: ScanContext) -> None:
     )
 
 
+def _collect_node(ctx: ScanContext) -> None:
+    """--node-snapshot FILE → evidence kind "node" (and --service-cidr → "cluster_cidrs") for XL010/KRN."""
+    from tcpdoctor.commands.node import scan_collector
+
+    scan_collector(ctx)
+
+
 # Extension point: Go source ("go"), node snapshot ("node"), capture ("pcap") collectors go here.
-COLLECTORS: list[Callable[[ScanContext], None]] = [_collect_manifests, _collect_go]
+COLLECTORS: list[Callable[[ScanContext], None]] = [_collect_manifests, _collect_go, _collect_node]
 
 
 @contextmanager
@@ -191,6 +198,18 @@ def scan(
     include_tests: Annotated[
         bool, typer.Option("--include-tests", help="Also analyse Go _test.go files (skipped by default).")
     ] = False,
+    node_snapshot: Annotated[
+        Path | None,
+        typer.Option(
+            "--node-snapshot", help="Join a node snapshot (tcpdoctor node --snapshot-out FILE): XL010, KRN."
+        ),
+    ] = None,
+    service_cidr: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--service-cidr", help="The cluster's Service CIDR, checked against --node-snapshot (XL010)."
+        ),
+    ] = None,
     # Extension point: source options (--include-tests, --node-snapshot FILE, --pcap FILE) go here.
     format: FormatOpt = "text",
     output: OutputOpt = None,
@@ -204,6 +223,7 @@ def scan(
     started = time.perf_counter()
     files = walk(paths, include_go_tests=include_tests)
     ctx = ScanContext(paths=paths, files=files, config=cfg, verbose=verbose)
+    ctx.options.update(node_snapshot=node_snapshot, service_cidr=service_cidr)
     ctx.notes.extend(s.note() for s in files.skipped)
     ctx.log(f"config {cfg.path or '(none)'}; {files.count} files found")
     with _progress(files.count) as advance:
