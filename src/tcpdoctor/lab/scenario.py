@@ -120,8 +120,10 @@ class LabContext:
         self.client_if, wire_c = self.topo.link(client, "10.213.1.1/24", wire, None)
         wire_s, self.server_if = self.topo.link(wire, None, server, "10.213.1.2/24")
         for ns, iface in ((client, self.client_if), (wire, wire_c), (wire, wire_s), (server, self.server_if)):
-            # whole frames only: no segmentation offload super-frames through the user-space wire
-            ns.run(["ethtool", "-K", iface, "gro", "off", "gso", "off", "tso", "off"], check=False)
+            # whole frames with real checksums: no offloads through the user-space wire
+            ns.run(
+                ["ethtool", "-K", iface, "tx", "off", "gro", "off", "gso", "off", "tso", "off"], check=False
+            )
         line = wire.popen(
             [sys.executable, "-m", "tcpdoctor.lab.delayline", wire_c, wire_s, "--delay-ms", str(delay_ms)],
             stdout=subprocess.PIPE,
