@@ -348,3 +348,33 @@ func main() {
 """
     assert findings(src, "SRV006") == []
     assert len(findings(src.replace("Close()", "Init()"), "SRV006")) == 1
+
+
+ISTIO_MANIFESTS = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata:
+      labels: {app: api, sidecar.istio.io/inject: "true"}
+    spec:
+      containers:
+      - name: app
+        image: api:1
+        ports: [{containerPort: 8080}]
+"""
+
+
+def test_srv002_idle_shorter_than_istio_sidecar(findings: Run) -> None:
+    src = server("\t\tReadHeaderTimeout: 5 * time.Second,\n\t\tIdleTimeout: 90 * time.Second,\n")
+    found = findings(src, "SRV002", manifests=ISTIO_MANIFESTS)
+    assert len(found) == 1
+    assert "Istio sidecar (Envoy)" in found[0].message and "Deployment/api" in found[0].message
+    assert "3600s" in found[0].message
+
+
+def test_srv002_no_sidecar_injection(findings: Run) -> None:
+    src = server("\t\tReadHeaderTimeout: 5 * time.Second,\n\t\tIdleTimeout: 90 * time.Second,\n")
+    assert findings(src, "SRV002", manifests=ISTIO_MANIFESTS.replace('"true"', '"false"')) == []

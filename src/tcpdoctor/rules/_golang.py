@@ -30,6 +30,8 @@ DEFAULT_PROBE_TIMEOUT = 1.0  # Kubernetes probe timeoutSeconds default
 DEFAULT_PATH_IDLE = 60.0  # nginx proxy_read_timeout / keepalive_timeout and AWS ALB idle timeout defaults
 NGINX_UPSTREAM_KEEPALIVE = 60.0  # ingress-nginx upstream-keepalive-timeout default
 ALB_IDLE = 60.0  # AWS ALB idle_timeout.timeout_seconds default
+ISTIO_IDLE = 3600.0  # Envoy/Istio upstream HTTP idle_timeout default (1 h)
+ISTIO_INJECT = "sidecar.istio.io/inject"
 NGINX_PROXY_READ = 60.0  # ingress-nginx proxy-read-timeout default (nginx proxy_read_timeout 60s)
 
 
@@ -136,6 +138,11 @@ class Proxy:
     namespace: str | None
     port: int | str | None
 
+    @property
+    def via(self) -> str:
+        """What routes through it: `Service api`, or the workload of a sidecar (`Deployment/api`)."""
+        return self.service if "/" in self.service else f"Service {self.service}"
+
 
 def _get(obj: Any, *keys: str) -> Any:
     for key in keys:
@@ -221,11 +228,46 @@ def proxies(mset: ManifestSet) -> list[Proxy]:
     return found
 
 
+def _istio_injected(workload: Any) -> bool:
+    values = (
+        workload.template_annotations.get(ISTIO_INJECT),
+        workload.labels.get(ISTIO_INJECT),
+        workload.annotations.get(ISTIO_INJECT),
+    )
+    return "true" in {str(v).lower() for v in values if v is not None} or any(
+        c.name == "istio-proxy" for c in workload.containers
+    )
+
+
+def sidecars(mset: ManifestSet, port: int) -> list[Proxy]:
+    """Istio (Envoy) sidecars in front of a container port: the sidecar pools its connections
+    to the application and keeps them idle for 1 h unless a DestinationRule says otherwise."""
+    out: list[Proxy] = []
+    for workload in mset.workloads:
+        if not _istio_injected(workload):
+            continue
+        if any(p.container_port == port for c in workload.containers for p in c.ports):
+            out.append(
+                Proxy(
+                    "Istio sidecar (Envoy)",
+                    ISTIO_IDLE,
+                    "Istio default connectionPool.http.idleTimeout",
+                    ISTIO_IDLE,
+                    "Istio default idle timeout",
+                    workload.location,
+                    workload.ref,
+                    workload.namespace,
+                    port,
+                )
+            )
+    return out
+
+
 def proxies_in_front(mset: ManifestSet, port: int | None) -> list[Proxy]:
-    """Proxies whose backend Service sends traffic to container port ``port``."""
+    """Proxies whose backend Service sends traffic to container port ``port``, and sidecars."""
     if port is None:
         return []
-    out: list[Proxy] = []
+    out: list[Proxy] = sidecars(mset, port)
     for proxy in proxies(mset):
         for svc in mset.services:
             if svc.name != proxy.service or (svc.namespace or "default") != (proxy.namespace or "default"):

@@ -127,7 +127,7 @@ def _idle_findings(program: GoProgram, manifests: ManifestSet | None) -> Iterato
             if seconds < proxy.idle_seconds:
                 yield no_idle_limit.finding(
                     f"{server_label(server)} closes idle connections after {seconds_text(idle)} but the "
-                    f"{proxy.kind} in front of it (Service {proxy.service}) keeps idle upstream connections "
+                    f"{proxy.kind} in front of it ({proxy.via}) keeps idle upstream connections "
                     f"for {proxy.idle_seconds:g}s: it re-uses connections the server is closing (RST, 502)",
                     location=idle.location or server.location,
                     subject=server.subject,
