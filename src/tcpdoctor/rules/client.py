@@ -9,6 +9,7 @@ has none of them (zero = no limit); ``http.Client.Timeout`` 0 = no timeout and
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 from tcpdoctor.evidence.golang import (
@@ -42,7 +43,8 @@ def go_evidence(detail: str, location: Location | None) -> Evidence:
 
 
 def where(location: Location) -> str:
-    return f"{location.path}:{location.line}"
+    """``upstream.go:24``: the file's name is enough in a sentence, the finding carries the full path."""
+    return f"{os.path.basename(location.path)}:{location.line}"
 
 
 def transport_label(t: HttpTransport) -> str:
