@@ -415,3 +415,21 @@ def test_cli006_net_http_http2config(findings: Run) -> None:
     src = "var tr = &http.Transport{IdleConnTimeout: time.Minute, HTTP2: &http.HTTP2Config{%s}}\n"
     assert len(findings(src % "MaxConcurrentStreams: 100", "CLI006")) == 1
     assert findings(src % "SendPingTimeout: 30 * time.Second", "CLI006") == []
+
+
+def test_cli001_default_client_through_a_variable(findings: Run) -> None:
+    got = findings(
+        """
+        var api = http.DefaultClient
+
+        func fetch() error {
+            resp, err := api.Get("http://api:8080/x")
+            if err != nil {
+                return err
+            }
+            return resp.Body.Close()
+        }
+        """,
+        "CLI001",
+    )
+    assert len(got) == 1 and "http.DefaultClient has no Timeout" in got[0].message

@@ -368,8 +368,18 @@ def _assignments(
 # --- requests and response bodies ---------------------------------------------------------------------
 
 
-def _known_client(ctx: FileContext, operand: str, at: Node, program: GoProgram) -> bool:
+def _is_default_client(ctx: FileContext, operand: str, at: Node) -> bool:
+    """``http.DefaultClient``, or a variable holding it (``c := http.DefaultClient``)."""
     if operand.endswith("DefaultClient"):
+        return True
+    if not operand.isidentifier():
+        return False
+    found = ctx.lookup(operand, at)
+    return found is not None and found[0] is not None and text(found[0]).endswith("DefaultClient")
+
+
+def _known_client(ctx: FileContext, operand: str, at: Node, program: GoProgram) -> bool:
+    if _is_default_client(ctx, operand, at):
         return True
     for c in program.clients:
         if c.package == ctx.package.name and _holds(c.name, operand, ctx, at, c.func):
@@ -483,7 +493,7 @@ def _calls(ctx: FileContext, program: GoProgram) -> None:
             func=span.top().name if span else f"{ctx.package.name}.init",
             package=ctx.package.name,
             client_ref=None if package_level else operand,
-            uses_default_client=package_level or operand.endswith("DefaultClient"),
+            uses_default_client=package_level or _is_default_client(ctx, operand, call),
             in_loop=span is not None and ctx.in_loop(call, within=span) is not None,
             in_handler=_per_request(ctx, call)[0],
         )
