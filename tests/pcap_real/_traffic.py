@@ -304,6 +304,81 @@ def syn(port: int, seconds: float) -> None:
         s.sendall(b"hi")
 
 
+def blackhole(port: int) -> None:
+    """The fixture drops every segment carrying DROPME: that data is retransmitted with RTO back-off."""
+
+    def handler(conn: socket.socket) -> None:
+        conn.settimeout(5)
+        with contextlib.suppress(OSError):
+            while conn.recv(4096):
+                pass
+
+    serve_once(port, handler)
+    with connect(port) as s:
+        s.sendall(b"hello")
+        time.sleep(0.1)
+        s.sendall(b"DROPME" * 20)
+        time.sleep(3.2)  # then close: the FIN waits behind the unacknowledged data
+
+
+def bigdrop(port: int) -> None:
+    """The fixture drops segments of 1000 bytes and more (a path that loses big packets, no ICMP)."""
+
+    def handler(conn: socket.socket) -> None:
+        conn.settimeout(5)
+        with contextlib.suppress(OSError):
+            while conn.recv(65536):
+                pass
+
+    serve_once(port, handler)
+    s = socket.socket()
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1400)
+    s.connect((HOST, port))
+    s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\n\r\n")
+    time.sleep(0.1)
+    s.sendall(b"b" * 20000)
+    time.sleep(3.2)
+    s.close()
+
+
+def far_server(port: int, abort_itself: bool) -> None:
+    """A server 14 hops away (IP_TTL 50). `inject`: the fixture's REJECT --reject-with tcp-reset
+    answers the client's BLOCKME segment in the server's name (TTL 64); `farabort`: the server
+    itself aborts with SO_LINGER 0 (its RST has TTL 50 like its other packets)."""
+
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 50)
+    ls.bind((HOST, port))
+    ls.listen(4)
+
+    def run() -> None:
+        conn, _ = ls.accept()
+        with contextlib.suppress(OSError):
+            conn.recv(100)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"p" * 1000)
+            if abort_itself:
+                time.sleep(0.2)
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+            else:
+                time.sleep(1.0)
+        ls.close()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    with connect(port) as s, contextlib.suppress(OSError):
+        s.sendall(request("/stream"))
+        s.recv(65536)
+        if not abort_itself:
+            time.sleep(0.1)
+            s.sendall(b"BLOCKME")
+        s.settimeout(2)
+        while s.recv(65536):
+            pass
+    t.join(5)
+
+
 SCENARIOS: dict[str, Callable[[int], None]] = {
     "refused": refused,
     "clean": clean,
@@ -319,6 +394,10 @@ SCENARIOS: dict[str, Callable[[int], None]] = {
     "tls": tls,
     "synslow": lambda p: syn(p, 5.0),
     "syndrop": lambda p: syn(p, 2.5),
+    "blackhole": blackhole,
+    "bigdrop": bigdrop,
+    "inject": lambda p: far_server(p, False),
+    "farabort": lambda p: far_server(p, True),
 }
 
 if __name__ == "__main__":

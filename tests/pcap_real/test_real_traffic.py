@@ -43,7 +43,20 @@ PY_PORTS = {
     "tls": 7443,
     "synslow": 7010,
     "syndrop": 7011,
+    "blackhole": 7012,
+    "bigdrop": 7013,
+    "inject": 7014,
+    "farabort": 7015,
 }
+REJECT = ("-j", "REJECT", "--reject-with", "tcp-reset")
+# iptables rules inside the test's namespace (the drops and the forged RST the scenarios need)
+RULES = [
+    ["-p", "tcp", "--syn", "--dport", "7010", "-j", "DROP"],  # synslow: removed after 0.5 s
+    ["-p", "tcp", "--syn", "--dport", "7011", "-j", "DROP"],
+    ["-p", "tcp", "--dport", "7012", "-m", "string", "--string", "DROPME", "--algo", "bm", "-j", "DROP"],
+    ["-p", "tcp", "--dport", "7013", "-m", "length", "--length", "1000:65535", "-j", "DROP"],
+    ["-p", "tcp", "--dport", "7014", "-m", "string", "--string", "BLOCKME", "--algo", "bm", *REJECT],
+]
 FILTERS = {"tls": "tcp portrange 7443-7445"}
 EXPECTED: dict[str, set[str]] = {
     "refused": {"PCP001"},
@@ -60,6 +73,10 @@ EXPECTED: dict[str, set[str]] = {
     "tls": {"PCP014"},
     "synslow": {"PCP013"},
     "syndrop": {"PCP002"},
+    "blackhole": {"PCP009"},
+    "bigdrop": {"PCP007", "PCP009"},
+    "inject": {"PCP005", "PCP006"},
+    "farabort": {"PCP005"},
 }
 
 
@@ -83,8 +100,8 @@ def captures(tmp_path_factory: pytest.TempPathFactory, go: str, tcpdump: str) ->
             stdout=subprocess.PIPE,
         )
         assert server.stdout is not None and server.stdout.readline().strip() == b"ready"
-        for port in (PY_PORTS["synslow"], PY_PORTS["syndrop"]):
-            ns.run(["iptables", "-A", "INPUT", "-p", "tcp", "--syn", "--dport", str(port), "-j", "DROP"])
+        for rule in RULES:
+            ns.run(["iptables", "-A", "INPUT", *rule])
         ports = {**GO_PORTS, **PY_PORTS}
         caps = {
             name: Capture(ns, "lo", out / f"{name}.pcap", FILTERS.get(name, f"tcp port {port}"))
@@ -268,3 +285,28 @@ spec:
     (f,) = [f for f in findings if f.rule == "XL009"]
     assert "readiness probe request" in f.message and "GET /events :8083" in f.message
     assert "1 failed against timeoutSeconds 1" in f.message
+
+
+@pytest.mark.root
+def test_forged_reset_has_another_ttl(captures: dict[str, Path]) -> None:
+    (f,) = _only(_findings(captures["inject"]), "PCP006")
+    assert "has TTL 64 while the server's other packets have TTL 50" in f.message
+    assert "14 hops closer" in f.message
+    # the close case: the same far server aborting by itself keeps its TTL
+    assert not [g for g in _findings(captures["farabort"]) if g.rule == "PCP006"]
+
+
+@pytest.mark.root
+def test_big_segments_lost_small_ones_pass(captures: dict[str, Path]) -> None:
+    (f,) = _only(_findings(captures["bigdrop"]), "PCP007")
+    assert "the client's" in f.message and "never acknowledged" in f.message
+    assert "smaller segments got through (MSS 1400)" in f.message
+    # the close case: small segments black-holed are a loss problem, not an MTU one
+    assert not [g for g in _findings(captures["blackhole"]) if g.rule == "PCP007"]
+
+
+@pytest.mark.root
+def test_blackholed_data_rto_backoff(captures: dict[str, Path]) -> None:
+    (f,) = _only(_findings(captures["blackhole"]), "PCP009")
+    assert f.severity == Severity.WARNING
+    assert "doubling: RTO back-off" in f.message and "the client retransmitted" in f.message

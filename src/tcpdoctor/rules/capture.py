@@ -385,13 +385,12 @@ def mtu_black_hole(bag: EvidenceBag) -> Iterator[Finding]:
         for side in (Direction.CLIENT, Direction.SERVER):
             peer = c.stats(side.other)
             mine = c.stats(side)
-            mss = peer.mss or 1460
+            # the largest segment this side may send: the peer's MSS, or its own if smaller (TCP_MAXSEG)
+            mss = min((m for m in (peer.mss, mine.mss) if m), default=1460)
             retx = cap.data_retransmissions(c, side)
-            big = [e for e in retx if e.length >= 0.9 * min(mss, max(e.length for e in retx))]
+            big = [e for e in retx if e.length >= 0.85 * mss]
             if len(big) < 3 or len(big) < len(retx):
                 continue
-            if min(e.length for e in big) < 0.85 * mss and mss <= 1460:
-                continue  # not full-size for this MSS
             seqs = {e.seq for e in big}
             delivered = mine.bytes - sum(e.length for e in retx)
             if delivered <= 0 or mine.packets - mine.retransmissions < 2:
