@@ -497,3 +497,67 @@ def test_scan_reports_xl_findings_with_a_match_table(tmp_path: Path) -> None:
     report = json.loads(proc.stdout)
     assert [f["rule"] for f in report["findings"]] == ["XL001"]
     assert report["findings"][0]["location"]["path"].endswith("deploy/api.yaml")
+
+
+# --- several servers in one program -----------------------------------------------------------------
+
+
+ADMIN = """
+func admin() {
+\tadminMux := http.NewServeMux()
+\tadminMux.HandleFunc("/livez", healthz)
+\tadminSrv := &http.Server{Addr: ":8081", Handler: adminMux, ReadHeaderTimeout: time.Second}
+\tadminSrv.ListenAndServe()
+}
+"""
+
+ADMIN_PORT = """            - name: admin
+              containerPort: 8081
+"""
+
+
+def with_admin(probes: str) -> str:
+    return deployment(probes=probes).replace(
+        "              containerPort: 8080\n", "              containerPort: 8080\n" + ADMIN_PORT
+    )
+
+
+def test_each_port_is_matched_to_its_own_server(repo) -> None:  # type: ignore[no-untyped-def]
+    # /events exists on the main mux (8080) but not on the admin mux (8081) the probe asks
+    bag = repo(
+        {
+            "main.go": server_go() + ADMIN,
+            "deploy/a.yaml": with_admin(probe("liveness", "/events", port="admin")),
+        }
+    )
+    got = run(bag, "XL007")
+    assert len(got) == 1 and "/livez" in got[0].message
+    assert run(bag, "XL001") == [], "the stream is on the other server"
+    lines = explain(bag)
+    assert sum("Deployment/api container app runs Go server" in line for line in lines) == 2, lines
+
+
+def test_admin_port_probe_on_a_registered_path(repo) -> None:  # type: ignore[no-untyped-def]
+    bag = repo(
+        {
+            "main.go": server_go() + ADMIN,
+            "deploy/a.yaml": with_admin(probe("liveness", "/livez", port="admin")),
+        }
+    )
+    assert run(bag, "XL007") == []
+
+
+def test_ports_served_by_two_programs_keep_the_one_the_layout_names(repo) -> None:  # type: ignore[no-untyped-def]
+    other = server_go(addr='":8081"').replace('mux.HandleFunc("GET /events", events)', "")
+    bag = repo(
+        {
+            "cmd/api/main.go": server_go(),
+            "cmd/metrics/main.go": other,
+            "deploy/a.yaml": with_admin(probe("readiness", "/events")),
+        }
+    )
+    lines = explain(bag)
+    assert [line for line in lines if "runs Go server" in line] and all(
+        "cmd/api/main.go" in line for line in lines if "runs Go server" in line
+    ), lines
+    assert len(run(bag, "XL001")) == 1

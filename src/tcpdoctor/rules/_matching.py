@@ -5,9 +5,10 @@ The rules (docs/matching.md says the same for users):
 1. A ``[[match]]`` table in ``.tcpdoctor.toml`` (``workload = "Deployment/api"``, optional
    ``container``, ``go = "cmd/api"`` relative to the config file) wins: the container runs the Go
    server(s) declared under that directory.
-2. Otherwise by port: the Go servers whose listen port (``Addr``, ``ListenAndServe(":8080")``,
-   ``net.Listen``, flag/env defaults) is one of the container's ports (declared ``containerPort``
-   or a probe's resolved port). One candidate: matched.
+2. Otherwise by port, one port at a time: the Go servers whose listen port (``Addr``,
+   ``ListenAndServe(":8080")``, ``net.Listen``, flag/env defaults) is one of the container's ports
+   (declared ``containerPort`` or a probe's resolved port). One candidate: matched. The servers a
+   container matches must belong to one Go package (one program): the best by layout, or none.
 3. Several candidates with that port: repository layout decides — a server whose Go package
    directory is named like the workload or the container (``cmd/ingest`` for Deployment ``ingest``),
    then one whose directory is the manifest's directory or one of its parents (the Go main package
@@ -125,8 +126,16 @@ class Matching:
     matches: list[Match] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def of(self, workload: Workload, container: Container) -> Match | None:
-        return next((m for m in self.matches if m.workload is workload and m.container is container), None)
+    def of(self, workload: Workload, container: Container) -> list[Match]:
+        """The container's matches: one per port it shares with its Go program's servers."""
+        return [m for m in self.matches if m.workload is workload and m.container is container]
+
+    def containers(self) -> list[list[Match]]:
+        """The matches grouped by container, in manifest order."""
+        groups: dict[int, list[Match]] = {}
+        for m in self.matches:
+            groups.setdefault(id(m.container), []).append(m)
+        return list(groups.values())
 
 
 def container_ports(container: Container) -> set[int]:
@@ -194,36 +203,65 @@ def _pick(candidates: list[GoServer], workload: Workload, container: Container) 
 
 def _match_container(
     workload: Workload, container: Container, servers: list[GoServer], config: Config | None
-) -> tuple[Match | None, str | None]:
+) -> tuple[list[Match], str | None]:
+    """The container's Go server(s) — one per matched port, all from one Go package — or why none."""
     ports = container_ports(container)
     forced = _config_match(config, workload, container)
     who = f"{workload.ref} container {container.name}"
     if forced is not None:
         under = [s for s in servers if s.directory == forced or s.directory.startswith(forced + os.sep)]
-        if len(under) > 1:
-            under = [s for s in under if s.port in ports] or under
-        if len(under) == 1:
-            return Match(workload, container, under[0], "[[match]] in .tcpdoctor.toml"), None
-        return None, f"no Go server matched {who}: [[match]] names {forced}, which has {len(under)} servers"
-    by_port = [s for s in servers if s.port is not None and s.port in ports]
-    if by_port:
-        chosen = _pick(by_port, workload, container)
-        if chosen is not None:
-            how = "listen port" if len(by_port) == 1 else "listen port and repository layout"
-            return Match(workload, container, chosen, f"{how} {chosen.port}"), None
-        return None, (
-            f"no Go server matched {who}: {len(by_port)} servers listen on port "
-            f"{by_port[0].port} and the layout does not single one out (add a [[match]] entry)"
-        )
+        on_ports = [s for s in under if s.port is None or s.port in ports] or under
+        if on_ports:
+            return [Match(workload, container, s, "[[match]] in .tcpdoctor.toml") for s in on_ports], None
+        return [], f"no Go server matched {who}: [[match]] names {forced}, which declares no net/http server"
+    found: list[Match] = []
+    for port in sorted(ports):
+        candidates = [s for s in servers if s.port == port]
+        if not candidates:
+            continue
+        chosen = _pick(candidates, workload, container)
+        if chosen is None:
+            return [], (
+                f"no Go server matched {who}: {len(candidates)} servers listen on port {port} and the "
+                "repository layout does not single one out (add a [[match]] entry)"
+            )
+        how = "listen port" if len(candidates) == 1 else "listen port and repository layout"
+        found.append(Match(workload, container, chosen, f"{how} {port}"))
+    if found:
+        return _one_package(found, workload, container, who)
     unknown = [s for s in servers if s.port is None and _layout_score(s, workload, container)[0] > 0]
     chosen = _pick(unknown, workload, container)
     if chosen is not None:
-        return Match(workload, container, chosen, "repository layout (listen port unknown)"), None
+        return [Match(workload, container, chosen, "repository layout (listen port unknown)")], None
     listening = sorted({str(s.port) for s in servers if s.port is not None}) or ["(unknown)"]
     shown = ", ".join(str(p) for p in sorted(ports)) or "none"
-    return None, (
-        f"no Go server matched {who} (container ports {shown}; Go servers listen on {', '.join(listening)})"
+    return (
+        [],
+        f"no Go server matched {who} (container ports {shown}; Go servers listen on {', '.join(listening)})",
     )
+
+
+def _one_package(
+    found: list[Match], workload: Workload, container: Container, who: str
+) -> tuple[list[Match], str | None]:
+    """A container runs one program: keep the matches of the best Go package, or none on a tie."""
+    groups: dict[str, list[Match]] = {}
+    for m in found:
+        groups.setdefault(m.server.directory, []).append(m)
+    if len(groups) == 1:
+        return found, None
+
+    def rank(group: list[Match]) -> tuple[int, int]:
+        return (_layout_score(group[0].server, workload, container)[0], len(group))
+
+    ordered = sorted(groups.values(), key=rank, reverse=True)
+    if rank(ordered[0]) == rank(ordered[1]):
+        dirs = ", ".join(sorted(groups))
+        return (
+            [],
+            f"no Go server matched {who}: its ports are served by Go packages in {dirs} (add a [[match]] entry)",
+        )
+    return ordered[0], None
 
 
 _cache: list[tuple[ManifestSet, GoProgram, Config | None, Matching]] = []
@@ -249,9 +287,8 @@ def match_workloads(manifests: ManifestSet, program: GoProgram, config: Config |
                 )
                 continue
             found, note = _match_container(workload, container, servers, config)
-            if found is not None:
-                result.matches.append(found)
-            elif note is not None:
+            result.matches.extend(found)
+            if note is not None:
                 result.notes.append(note)
     _cache[:] = [(manifests, program, config, result)]
     return result

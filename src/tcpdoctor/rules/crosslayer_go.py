@@ -82,13 +82,17 @@ class ServedProbe:
 def served_probes(bag: EvidenceBag) -> Iterator[ServedProbe]:
     """Every httpGet probe of a matched container aimed at its Go server's port (or any when unknown)."""
     program: GoProgram = bag.get("go")
-    for m in matching.matching_of(bag).matches:
+    for group in matching.matching_of(bag).containers():
+        container = group[0].container
         for kind in PROBE_KINDS:
-            probe = m.container.probe(kind)  # type: ignore[arg-type]
+            probe = container.probe(kind)  # type: ignore[arg-type]
             if probe is None or probe.handler != "httpGet" or probe.host:
                 continue
-            port = matching.probe_port(m.container, probe)
-            if port is None or (m.server.port is not None and port != m.server.port):
+            port = matching.probe_port(container, probe)
+            m = next((x for x in group if x.server.port == port), None) or next(
+                (x for x in group if x.server.port is None), None
+            )
+            if port is None or m is None:
                 continue
             reg, regs = matching.route_for(program, m.server, probe.path or "/")
             yield ServedProbe(m, probe, port, reg, regs, matching.handler_of(program, reg))
@@ -233,12 +237,16 @@ def _streams(program: GoProgram, server: matching.GoServer) -> bool:
 )
 def grace_period_shorter_than_drain(bag: EvidenceBag) -> Iterator[Finding]:
     program: GoProgram = bag.get("go")
+    seen: set[tuple[int, Location]] = set()
     for m in matching.matching_of(bag).matches:
         w, c = m.workload, m.container
         sleep = _pre_stop_sleep(c)
         if sleep is None:
             continue
         for shutdown in m.server.shutdowns(program):
+            if (id(c), shutdown.location) in seen:
+                continue
+            seen.add((id(c), shutdown.location))
             go_sleep = (shutdown.sleep_before.seconds or 0.0) if shutdown.sleep_before else 0.0
             t = shutdown.timeout
             if t.is_unknown:
@@ -292,7 +300,8 @@ def grace_period_shorter_than_drain(bag: EvidenceBag) -> Iterator[Finding]:
 def no_prestop_with_immediate_shutdown(bag: EvidenceBag) -> Iterator[Finding]:
     program: GoProgram = bag.get("go")
     manifests: ManifestSet = bag.get("manifests")
-    for m in matching.matching_of(bag).matches:
+    for group in matching.matching_of(bag).containers():
+        m = next((x for x in group if x.server.shutdowns(program)), group[0])
         w, c = m.workload, m.container
         if _pre_stop_sleep(c) != 0.0 or not manifests.served_ports(w, c):
             continue
