@@ -19,25 +19,34 @@ def test_the_example_is_found_in_a_source_checkout() -> None:
     assert (found / "deploy" / "livefeed.yaml").is_file()
 
 
-def test_gather_reads_the_example_manifests() -> None:
-    gathered = gather(EXAMPLE)
-    mset = gathered.bag.get("manifests")
+def test_gather_reads_the_example_like_scan_does() -> None:
+    ctx = gather(EXAMPLE)
+    mset = ctx.bag.get("manifests")
     assert {w.name for w in mset.workloads} == {"livefeed", "ingest", "book-snapshot"}
     assert {s.name for s in mset.services} == {"livefeed", "ingest"}
     assert mset.parse_errors == []
-    assert gathered.inputs[0].kind == "manifests"
+    kinds = {i.kind for i in ctx.inputs}
+    assert "manifests" in kinds and "go" in kinds  # the example's Go code is read by scan's Go collector
 
 
-def test_demo_json_report() -> None:
+def test_demo_json_report_has_several_rule_families() -> None:
     result = CliRunner().invoke(app, ["demo", "--format", "json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["schema"] == "tcpdoctor/report/v1"
-    assert any(i["kind"] == "manifests" and i["path"].endswith("deploy") for i in doc["inputs"])
+    rules = {f["rule"] for f in doc["findings"]}
+    assert {"PRB007", "PRB009", "PRB010", "PRB012", "PRB015", "PRB016"} <= rules
+    assert {r[:3] for r in rules} >= {"PRB", "SRV"} and any(r.startswith("XL") for r in rules)
+    # the readiness probe on the SSE stream is found in the manifest, and the paths are the example's
+    events = [f for f in doc["findings"] if f["rule"] == "PRB012"]
+    assert events and all(f["location"]["path"].endswith("deploy/livefeed.yaml") for f in events)
 
 
-def test_demo_fail_on_and_text() -> None:
+def test_demo_text_is_plain_and_exit_code_follows_fail_on() -> None:
     result = CliRunner().invoke(app, ["demo"])
     assert result.exit_code == 0
     assert result.stdout.startswith("tcpdoctor demo: the example service livefeed")
     assert "\x1b[" not in result.stdout
+    only = CliRunner().invoke(app, ["demo", "--format", "json", "--select", "PRB007", "--fail-on", "warning"])
+    assert only.exit_code == 1
+    assert {f["rule"] for f in json.loads(only.stdout)["findings"]} == {"PRB007"}

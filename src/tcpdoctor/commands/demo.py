@@ -4,22 +4,23 @@ The example (``examples/livefeed``: manifests, Go code, and a capture when prese
 inside the package as ``tcpdoctor/_examples/livefeed`` (hatch force-include); in a source
 checkout it is read from ``examples/livefeed``.
 
-Evidence is gathered by *hooks*, one per source: ``manifests`` always; ``go`` and ``pcap``
-when their source module offers ``collect(paths: list[Path]) -> evidence`` (the same call
-``scan`` makes) and the example has files of that kind. A source that is not there yet, or
-fails, is a note in the report, never a failed demo.
+The demo is a ``scan`` of that folder: it runs scan's own collectors
+(:data:`tcpdoctor.commands.scan.COLLECTORS`) on a :class:`ScanContext`, so every source scan
+learns (manifests, Go, ...) shows up here too. The capture hook: the files of
+``capture/*.pcap*`` are handed over as ``ctx.options["pcap"]``, the option a scan ``--pcap``
+collector reads; until a collector consumes it, the report says so in a note. The example's
+own ``.tcpdoctor.toml`` (if any) is its config; nothing above it is read.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from tcpdoctor.commands import scan as scan_command
 from tcpdoctor.commands.common import (
     FailOnOpt,
     FormatOpt,
@@ -29,10 +30,11 @@ from tcpdoctor.commands.common import (
     SelectOpt,
     finish,
 )
-from tcpdoctor.model import Input, InputError
-from tcpdoctor.policy import Suppressor
+from tcpdoctor.config import CONFIG_NAME, Config, load_config
+from tcpdoctor.model import InputError
 from tcpdoctor.report import Report
-from tcpdoctor.rules.registry import EvidenceBag, run_rules
+from tcpdoctor.rules.registry import run_rules
+from tcpdoctor.sources.files import walk
 
 EXAMPLE = "livefeed"
 
@@ -54,68 +56,23 @@ def _display(path: Path) -> Path:
         return path
 
 
-@dataclass
-class Gathered:
-    bag: EvidenceBag = field(default_factory=EvidenceBag)
-    inputs: list[Input] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    suppressors: list[Suppressor] = field(default_factory=list)
+def captures(root: Path) -> list[Path]:
+    return sorted(p for p in (root / "capture").glob("*.pcap*") if p.is_file())
 
 
-def _manifests(root: Path, out: Gathered) -> None:
-    from tcpdoctor.sources import manifests
-
-    deploy = root / "deploy"
-    mset = manifests.collect([deploy])
-    out.bag.add("manifests", mset)
-    out.inputs.append(Input("manifests", str(deploy)))
-    out.notes.extend(mset.notes)
-    out.suppressors.append(manifests.suppressor(mset))
-
-
-def _source_collect(module: str) -> Callable[[list[Path]], Any] | None:
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return None
-    collect = getattr(mod, "collect", None)
-    return collect if callable(collect) else None
-
-
-def _optional_source(kind: str, module: str, paths: list[Path], out: Gathered) -> None:
-    """The hook for a source that may not exist yet (Go, pcap): its evidence, or a note saying why not."""
-    if not paths:
-        return
-    collect = _source_collect(module)
-    if collect is None:
-        out.notes.append(f"{kind} evidence of the example not analysed: this build has no {module}.collect")
-        return
-    try:
-        out.bag.add(kind, collect(paths))
-    except InputError as exc:
-        out.notes.append(f"{kind} evidence of the example not analysed: {exc}")
-        return
-    out.inputs.extend(Input(kind, str(p)) for p in paths)
-
-
-def _go(root: Path, out: Gathered) -> None:
-    has_go = any(root.glob("*.go")) or any(root.glob("cmd/**/*.go"))
-    _optional_source("go", "tcpdoctor.sources.golang", [root] if has_go else [], out)
-
-
-def _pcap(root: Path, out: Gathered) -> None:
-    captures = sorted(p for p in (root / "capture").glob("*.pcap*") if p.is_file())
-    _optional_source("pcap", "tcpdoctor.sources.pcap", captures, out)
-
-
-HOOKS: tuple[Callable[[Path, Gathered], None], ...] = (_manifests, _go, _pcap)
-
-
-def gather(root: Path) -> Gathered:
-    out = Gathered()
-    for hook in HOOKS:
-        hook(root, out)
-    return out
+def gather(root: Path) -> scan_command.ScanContext:
+    """The evidence of the example, collected exactly as `tcpdoctor scan` collects it."""
+    own = root / CONFIG_NAME
+    config = load_config(own) if own.is_file() else Config()
+    ctx = scan_command.ScanContext(paths=[root], files=walk([root]), config=config)
+    ctx.options.update(node_snapshot=None, service_cidr=None, pcap=captures(root))
+    ctx.notes.extend(s.note() for s in ctx.files.skipped)
+    for collect in scan_command.COLLECTORS:
+        collect(ctx)
+    ctx.bag.add("config", config)
+    if ctx.options["pcap"] and not ctx.bag.has("pcap"):
+        ctx.notes.append("the example capture was not analysed: this build's scan has no pcap collector yet")
+    return ctx
 
 
 def _intro(root: Path, kinds: list[str]) -> Callable[[Any], None]:
@@ -140,7 +97,7 @@ def demo(
 ) -> None:
     """Diagnose the bundled example service (no root, no network): the first thing to run.
 
-    livefeed is a small SSE price feed with the mistakes real teams make: a readiness probe on the never-ending /events stream, identical liveness and readiness, no preStop delay, a grace period shorter than the server's drain, a WriteTimeout that cuts every stream.
+    livefeed is a small SSE price feed with the mistakes real teams make: readiness and liveness probes on the never-ending /events stream, liveness failureThreshold 1, no preStop delay, a grace period shorter than the server's drain, a WriteTimeout that cuts every stream.
 
     Then try `tcpdoctor fix` on a copy of its deploy/ folder, and `tcpdoctor scan` on your own service. Exit status 0 unless --fail-on is given.
     """
@@ -150,16 +107,15 @@ def demo(
     if found is None:
         raise InputError("the bundled example is missing from this installation (reinstall tcpdoctor)")
     root = _display(found)
-    gathered = gather(root)
-    policy = opts.policy()
-    policy.suppressors.extend(gathered.suppressors)
-    rules = policy.enabled_rules()
+    ctx = gather(root)
+    policy = opts.policy(ctx.config)
+    policy.suppressors.extend(ctx.suppressors)
     report = Report(
         command="demo",
-        inputs=gathered.inputs,
-        findings=list(run_rules(gathered.bag, rules)),
-        preamble=_intro(root, sorted(gathered.bag.kinds)),
-        notes=gathered.notes,
+        inputs=ctx.inputs,
+        findings=list(run_rules(ctx.bag, policy.enabled_rules())),
+        preamble=_intro(root, sorted(ctx.bag.kinds)),
+        notes=ctx.notes,
     )
     finish(report, opts, policy)
 
