@@ -154,3 +154,17 @@ def test_text_output_shows_the_state_by_area() -> None:
     for area in ("listen queues", "conntrack", "ports", "MTU / routes", "counters"):
         assert f"\n{area}\n" in proc.stdout
     assert "somaxconn " in proc.stdout and "TCP sockets" in proc.stdout
+
+
+def test_ipvs_absent_is_silent_and_unreadable_is_reported(tmp_path: Path) -> None:
+    from tcpdoctor.sources.node import links
+
+    skipped: dict[str, str] = {}
+    assert links._ipvs(skipped, tmp_path / "ip_vs") is None
+    assert skipped == {}
+    marker = tmp_path / "ip_vs"
+    marker.write_text("IP Virtual Server version 1.2.1\n")
+    if Path("/proc/net/ip_vs").exists():
+        pytest.skip("IPVS is really loaded here: the genetlink family would answer")
+    assert links._ipvs(skipped, marker) is None
+    assert skipped["ipvs timeouts"].startswith("IPVS is loaded but its timeouts could not be read")

@@ -178,7 +178,10 @@ def write_state(console: Any, snap: NodeSnapshot) -> None:
         else "counters since boot (use --interval for rates)"
     )
     console.print(f"  [dim]{rate}[/dim]")
-    sysctl = snap.sysctl
+
+    def sysctl(name: str) -> str:
+        return snap.sysctl(name) or "n/a"
+
     console.print("[bold]listen queues[/bold]")
     _line(
         console,

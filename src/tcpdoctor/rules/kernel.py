@@ -481,18 +481,19 @@ def softnet_backlog_drops(bag: EvidenceBag) -> Iterator[Finding]:
 def tcp_retransmissions_high(bag: EvidenceBag) -> Iterator[Finding]:
     snap = snapshot_of(bag)
     retrans = snap.growth("Tcp", "RetransSegs")
-    sent = snap.growth("Tcp", "OutSegs")
+    sent = snap.growth("Tcp", "OutSegs")  # excludes retransmissions (RFC 1213 tcpOutSegs)
     timeouts = snap.growth("TcpExt", "TCPTimeouts")
     if retrans is None or sent is None:
         return
-    ratio = retrans[0] / sent[0] if sent[0] >= 100 else 0.0
+    total = sent[0] + retrans[0]
+    ratio = retrans[0] / total if total >= 100 else 0.0
     timeouts_grow = grew(timeouts) and not since(timeouts)
     if ratio <= 0.01 and not timeouts_grow:
         return
     window = "since boot" if since(sent) else f"in {sent[1]:.1f} s"
+    share = f"{ratio:.2%} of {total}" if total >= 100 else f"too few of {total} for a ratio"
     yield tcp_retransmissions_high.finding(
-        f"{retrans[0]} of {sent[0]} TCP segments retransmitted {window} ({ratio:.2%}); TCPTimeouts "
-        f"{describe_growth(timeouts)}",
+        f"{retrans[0]} TCP segments retransmitted {window} ({share} sent); TCPTimeouts {describe_growth(timeouts)}",
         subject=node_subject(snap),
         severity=Severity.INFO if since(sent) else Severity.WARNING,
         fix=Fix(

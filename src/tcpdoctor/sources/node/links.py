@@ -102,23 +102,45 @@ def _neighbours(ipr: Any) -> dict[str, int]:
     return counts
 
 
-def _ipvs(skipped: dict[str, str]) -> dict[str, int] | None:
-    """IPVS timeouts when the module is loaded (/proc/net/ip_vs exists): generic netlink IPVS_CMD_GET_TIMEOUT."""
-    if not Path("/proc/net/ip_vs").exists():
+def _ipvs(skipped: dict[str, str], proc_file: Path = Path("/proc/net/ip_vs")) -> dict[str, int] | None:
+    """IPVS timeouts when the module is loaded: generic netlink family "IPVS", IPVS_CMD_GET_CONFIG.
+
+    include/uapi/linux/ip_vs.h: IPVS_CMD_GET_CONFIG = 13 answers IPVS_CMD_ATTR_TIMEOUT_TCP (4),
+    _TCP_FIN (5) and _UDP (6), in seconds (what `ipvsadm -L --timeout` prints).
+    """
+    if not proc_file.exists():
         return None
     try:
-        from pyroute2 import IPVS
+        from pyroute2.netlink import NLM_F_REQUEST, genlmsg
+        from pyroute2.netlink.generic import GenericNetlinkSocket
 
-        with IPVS() as ipvs:
-            reply = ipvs.nlm_request(ipvs.ipvs_msg_class(cmd=9, version=1), msg_type=ipvs.prid, msg_flags=1)
-            msg = reply[0]
-            return {
-                "tcp": msg.get_attr("IPVS_CMD_ATTR_TIMEOUT_TCP") or 0,
-                "tcpfin": msg.get_attr("IPVS_CMD_ATTR_TIMEOUT_TCP_FIN") or 0,
-                "udp": msg.get_attr("IPVS_CMD_ATTR_TIMEOUT_UDP") or 0,
-            }
-    except Exception as exc:  # an optional extra: report why and go on
-        skipped["ipvs timeouts"] = f"IPVS present but its timeouts could not be read: {exc}"
+        class ipvs_config(genlmsg):
+            nla_map = (
+                ("IPVS_CMD_ATTR_UNSPEC", "none"),
+                ("IPVS_CMD_ATTR_SERVICE", "hex"),
+                ("IPVS_CMD_ATTR_DEST", "hex"),
+                ("IPVS_CMD_ATTR_DAEMON", "hex"),
+                ("IPVS_CMD_ATTR_TIMEOUT_TCP", "uint32"),
+                ("IPVS_CMD_ATTR_TIMEOUT_TCP_FIN", "uint32"),
+                ("IPVS_CMD_ATTR_TIMEOUT_UDP", "uint32"),
+            )
+
+        sock = GenericNetlinkSocket()
+        try:
+            sock.bind("IPVS", ipvs_config)
+            msg = ipvs_config()
+            msg["cmd"] = 13
+            msg["version"] = 1
+            (reply, *_) = sock.nlm_request(msg, msg_type=sock.prid, msg_flags=NLM_F_REQUEST)
+        finally:
+            sock.close()
+        return {
+            "tcp": reply.get_attr("IPVS_CMD_ATTR_TIMEOUT_TCP") or 0,
+            "tcpfin": reply.get_attr("IPVS_CMD_ATTR_TIMEOUT_TCP_FIN") or 0,
+            "udp": reply.get_attr("IPVS_CMD_ATTR_TIMEOUT_UDP") or 0,
+        }
+    except Exception as exc:  # an optional extra: say why and go on
+        skipped["ipvs timeouts"] = f"IPVS is loaded but its timeouts could not be read: {exc}"
         return None
 
 
