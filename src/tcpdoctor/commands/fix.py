@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -18,23 +20,20 @@ from tcpdoctor.sources.files import walk
 
 HELP = f"""Fix what can be fixed mechanically in Kubernetes manifests.
 
-Runs the probe and lifecycle rules on each YAML file under PATH and, for the findings
-that have a mechanical fix ({", ".join(sorted(FIXERS))}), prints a unified diff
-(`git apply`-able, paths prefixed a/ and b/). With --write the files are changed in
-place: comments, key order, quoting, indentation and the file's other documents are
-kept; each file is replaced atomically.
+Runs the probe and lifecycle rules on each YAML file under PATH and, for the findings that have a mechanical fix ({", ".join(sorted(FIXERS))}), prints a unified diff (paths relative to the working directory, a/ and b/ prefixes: `git apply` takes it). What each fix does is listed on stderr. With --write the files are changed in place: comments, key order, quoting, indentation and the file's other documents are kept, and each file is replaced atomically (its mode kept).
 
-A preStop delay (PRB015) is written as the native `lifecycle.preStop.sleep`, which needs
-Kubernetes 1.30 or later (beta, on by default; 1.29 behind the PodLifecycleSleepAction
-feature gate); give --kubernetes-version 1.28 to get an exec `sleep` instead.
+A preStop delay (PRB015) is written as the native `lifecycle.preStop.sleep` action, which needs Kubernetes 1.30 or later (beta and on by default in 1.30, GA in 1.34; 1.29 only with the PodLifecycleSleepAction feature gate). Give --kubernetes-version 1.29 or older to get an exec `sleep` instead (the image then needs a sleep binary).
 
-Exit status: 0 nothing to fix (or --write applied everything); 1 a diff was printed;
-2 bad usage, or a file that could not be parsed (it is left untouched, the others are fixed).
+Suppressions apply: a `tcpdoctor.io/ignore` annotation, .tcpdoctor.toml, --select and --ignore decide which findings are fixed. JSON manifests are reported, not rewritten.
+
+Exit status: 0 nothing to fix (or --write applied everything); 1 a diff was printed; 2 bad usage, or a file that could not be parsed (it is left untouched, the others are still fixed).
 
 Examples:
 
-  tcpdoctor fix deploy/                      # review the diff
-  tcpdoctor fix deploy/ | git apply          # same as --write, through git
+  tcpdoctor fix deploy/                           (review the diff)
+
+  tcpdoctor fix deploy/ | git apply               (apply it through git)
+
   tcpdoctor fix --write --select PRB007,PRB015 deploy/api.yaml
 """
 
@@ -45,6 +44,28 @@ def _version(text: str) -> tuple[int, int]:
         return int(major), int(minor)
     except ValueError:
         raise InputError(f"--kubernetes-version {text!r}: expected MAJOR.MINOR such as 1.30") from None
+
+
+PROGRESS_MIN_FILES = 50
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[Callable[[], None]]:
+    """A progress bar on stderr for many files on a terminal; a no-op otherwise."""
+    if total < PROGRESS_MIN_FILES or not sys.stderr.isatty():
+        yield lambda: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("fixing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=Console(file=sys.stderr),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("fix", total=total)
+        yield lambda: bar.advance(task)
 
 
 def fix_command(
@@ -67,9 +88,11 @@ def fix_command(
     files = walk(paths).manifests
     err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
     results: list[FileFix] = []
-    for path in files:
-        result = fix_file(path, policy, ctx)
-        results.append(result)
+    with _progress(len(files)) as advance:
+        for path in files:
+            results.append(fix_file(path, policy, ctx))
+            advance()
+    for result in results:
         if result.error:
             err.print(f"tcpdoctor: {result.error}; left untouched", markup=False)
         elif result.note:
