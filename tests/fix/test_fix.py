@@ -392,3 +392,20 @@ def test_sleep_action_needs_1_30_and_exec_fallback_validates_on_1_28() -> None:
     assert any("sleep" in e for e in _validate(native.fixed, "1.28.0"))  # 1.28 has no sleep action
     old = fix_text(text, "livefeed.yaml", ctx=FixContext(kubernetes_version=(1, 28)))
     assert _validate(old.fixed, "1.28.0") == []
+
+
+def test_cli_leaves_json_and_non_kubernetes_yaml_alone(tmp_path: Path) -> None:
+    manifest = deployment(HEALTHY.replace("failureThreshold: 6", "failureThreshold: 1"), service=False)
+    import json
+
+    import yaml
+
+    as_json = tmp_path / "api.json"
+    as_json.write_text(json.dumps(yaml.safe_load(manifest), indent=2))
+    values = tmp_path / "values.yaml"
+    values.write_text("# helm values\nreplicaCount: 2\nprobe:\n  failureThreshold: 1\n")
+    before = {p: p.read_bytes() for p in (as_json, values)}
+    code, out, err = run("--write", str(tmp_path))
+    assert code == 0 and out == ""
+    assert "JSON manifests are not rewritten" in err
+    assert {p: p.read_bytes() for p in (as_json, values)} == before
