@@ -188,3 +188,17 @@ def test_unprivileged_run_says_what_it_skipped(sites: dict[str, Site]) -> None:
     # still the socket census and the sysctls of the namespace
     assert f"127.0.0.1:{bad.stuck_port} backlog 2/1 held by owner not visible" in proc.stdout
     assert "net.core.somaxconn is 128" in proc.stdout
+
+
+def test_interval_reports_rates_in_the_namespace(sites: dict[str, Site]) -> None:
+    bad = sites["bad"]
+    _, report, _ = _run_node(bad.ns, "--interval", "1", "--select", "KRN001")
+    node = report["node"]
+    assert node["baseline"] is not None
+    assert 0.9 <= node["counters"]["taken_at"] - node["baseline"]["taken_at"] < 10
+    (finding,) = report["findings"]
+    # the flooding clients keep retrying their SYNs against the full queue
+    assert finding["message"].startswith("ListenOverflows +")
+    assert "/s (+" in finding["message"] and " in 1.0 s)" in finding["message"]
+    assert "since boot" not in finding["message"]
+    assert f"127.0.0.1:{bad.stuck_port} backlog 2/1" in finding["message"]
