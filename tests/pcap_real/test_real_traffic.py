@@ -310,3 +310,34 @@ def test_blackholed_data_rto_backoff(captures: dict[str, Path]) -> None:
     (f,) = _only(_findings(captures["blackhole"]), "PCP009")
     assert f.severity == Severity.WARNING
     assert "doubling: RTO back-off" in f.message and "the client retransmitted" in f.message
+
+
+@pytest.mark.root
+def test_scan_pcap_joins_capture_with_go_source(captures: dict[str, Path]) -> None:
+    """`tcpdoctor scan GO_DIR --pcap F --format json`: XL008 points at the IdleTimeout line."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from tcpdoctor.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "scan",
+            str(SERVER_SRC),
+            "--pcap",
+            str(captures["idle"]),
+            "--format",
+            "json",
+            "--select",
+            "XL008,PCP",
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert {"kind": "pcap", "path": str(captures["idle"])} in report["inputs"]
+    by_rule = {f["rule"]: f for f in report["findings"]}
+    assert set(by_rule) == {"PCP003", "XL008"}
+    assert by_rule["XL008"]["location"]["line"] == 50
+    assert by_rule["PCP003"]["subject"]["connection"].endswith("-> 127.0.0.1:8081")

@@ -156,8 +156,32 @@ def _collect_node(ctx: ScanContext) -> None:
     scan_collector(ctx)
 
 
+def _collect_pcap(ctx: ScanContext) -> None:
+    """--pcap FILE → evidence kind "pcap" (the PCP rules, and XL008/XL009 joined with Go and manifests)."""
+    path = ctx.options.get("pcap")
+    if path is None:
+        return
+    from tcpdoctor.model import InputError
+    from tcpdoctor.sources.pcap.app import AppAnalyzerFactory
+    from tcpdoctor.sources.pcap.tracker import CaptureAnalysis
+
+    analysis = CaptureAnalysis(str(path), factories=[AppAnalyzerFactory()])
+    evidence = analysis.run()
+    if not analysis.readable:
+        raise InputError(f"{path}: no packet could be read")
+    ctx.add_evidence("pcap", evidence)
+    ctx.inputs.append(Input("pcap", str(path)))
+    ctx.notes.extend(f"{path}: {p}" for p in evidence.stats.problems[:3])
+    ctx.log(f"{path}: {evidence.stats.packets} packets, {evidence.stats.connections} connections")
+
+
 # Extension point: Go source ("go"), node snapshot ("node"), capture ("pcap") collectors go here.
-COLLECTORS: list[Callable[[ScanContext], None]] = [_collect_manifests, _collect_go, _collect_node]
+COLLECTORS: list[Callable[[ScanContext], None]] = [
+    _collect_manifests,
+    _collect_go,
+    _collect_node,
+    _collect_pcap,
+]
 
 
 @contextmanager
@@ -210,6 +234,14 @@ def scan(
             "--service-cidr", help="The cluster's Service CIDR, checked against --node-snapshot (XL010)."
         ),
     ] = None,
+    pcap_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--pcap",
+            help="Join a packet capture (pcap/pcapng): the PCP rules, XL008 (idle resets vs the configured "
+            "idle timeouts) and XL009 (probe latencies vs the probe specs).",
+        ),
+    ] = None,
     # Extension point: source options (--include-tests, --node-snapshot FILE, --pcap FILE) go here.
     format: FormatOpt = "text",
     output: OutputOpt = None,
@@ -223,7 +255,7 @@ def scan(
     started = time.perf_counter()
     files = walk(paths, include_go_tests=include_tests)
     ctx = ScanContext(paths=paths, files=files, config=cfg, verbose=verbose)
-    ctx.options.update(node_snapshot=node_snapshot, service_cidr=service_cidr)
+    ctx.options.update(node_snapshot=node_snapshot, service_cidr=service_cidr, pcap=pcap_file)
     ctx.notes.extend(s.note() for s in files.skipped)
     ctx.log(f"config {cfg.path or '(none)'}; {files.count} files found")
     with _progress(files.count) as advance:

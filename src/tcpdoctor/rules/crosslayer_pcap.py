@@ -114,13 +114,15 @@ def idle_reset_matches_timeout(bag: EvidenceBag) -> Iterator[Finding]:
             continue
         timeout, exact = matched
         basis = (
-            f"the server closed it after {cap.secs(found.fin_idle)} idle"
+            f"the server had closed it after {cap.secs(found.fin_idle)} idle"
             if found.fin_idle is not None
             else f"it had been idle {cap.secs(found.gap)}"
         )
         relation = "matches" if exact else "is at least"
         others = [
-            t for t in timeouts if t.location is not None and t is not timeout and t.seconds > timeout.seconds
+            t
+            for t in timeouts
+            if t.location is not None and t.setting.startswith("client") and t.seconds > timeout.seconds
         ]
         cause = (
             f"; clients that keep connections idle longer ({', '.join(t.describe() for t in others[:2])}) "
@@ -129,7 +131,7 @@ def idle_reset_matches_timeout(bag: EvidenceBag) -> Iterator[Finding]:
             else ""
         )
         yield idle_reset_matches_timeout.finding(
-            f"{conn.name} was reset (frame {conn.reset_frame}) after {basis}, which {relation} "
+            f"{conn.name} was reset (frame {conn.reset_frame}); {basis}, which {relation} "
             f"{timeout.describe()}{cause}",
             severity=Severity.ERROR if exact else Severity.WARNING,
             location=timeout.location,
