@@ -409,3 +409,10 @@ def test_cli_leaves_json_and_non_kubernetes_yaml_alone(tmp_path: Path) -> None:
     assert code == 0 and out == ""
     assert "JSON manifests are not rewritten" in err
     assert {p: p.read_bytes() for p in (as_json, values)} == before
+
+
+def test_crlf_line_ends_are_kept() -> None:
+    text = deployment(HEALTHY.replace("failureThreshold: 6", "failureThreshold: 1")).replace("\n", "\r\n")
+    result = fixed(text, "PRB007")
+    assert [a.rule for a in result.applied] == ["PRB007"]
+    assert result.fixed == text.replace("failureThreshold: 1", "failureThreshold: 3")

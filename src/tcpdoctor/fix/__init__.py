@@ -137,7 +137,8 @@ def fix_text(text: str, path: str, policy: Policy | None = None, ctx: FixContext
     policy = policy or Policy()
     ctx = ctx or FixContext()
     result = FileFix(Path(path), text, text)
-    current = text
+    crlf = "\r\n" in text  # edited as LF, written back with the file's own line ends
+    current = text.replace("\r\n", "\n") if crlf else text
     for _ in range(MAX_ROUNDS):
         mset, findings = findings_for(current, path, policy)
         if not findings:
@@ -153,6 +154,8 @@ def fix_text(text: str, path: str, policy: Policy | None = None, ctx: FixContext
         _check_still_parses(fixed, path)
         result.applied.extend(applied)
         current = fixed
+    if crlf:
+        current = current.replace("\n", "\r\n") if result.applied else text
     result.fixed = current
     return result
 
