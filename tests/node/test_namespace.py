@@ -1,11 +1,13 @@
 """`tcpdoctor node` on the real kernel, inside network namespaces made for the test.
 
 Two namespaces share one set-up each (module fixtures): "bad" holds every condition the
-KRN001/002/004/006/007 rules look for, "good" the close cases that must stay quiet.
-Conntrack fill (KRN003), conntrack INVALID growth (KRN005), neighbour gc_thresh
-(KRN008) and softnet drops (KRN009) cannot be produced inside a namespace without
-touching node-wide settings (nf_conntrack_max, gc_thresh and netdev_max_backlog are
-global), so they are tested on recorded snapshots in test_rules.py.
+KRN001/002/004/005/006/007 rules look for, "good" the close cases that must stay quiet.
+Conntrack INVALID (KRN005) is real: an iptables conntrack rule turns conntrack on in the
+namespace and SYN+FIN segments are counted invalid; "good" has nf_conntrack_tcp_be_liberal 1.
+Conntrack fill and drops (KRN003), neighbour gc_thresh (KRN008) and softnet drops (KRN009)
+cannot be produced inside a namespace without touching node-wide settings
+(nf_conntrack_max is read-only outside the initial namespace, gc_thresh and
+netdev_max_backlog are global), so they are tested on recorded snapshots in test_rules.py.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ TCPDOCTOR = Path(sys.executable).with_name("tcpdoctor")
 SERVICE_CIDR = "10.96.0.0/12"
 FLOOD = 12
 TIME_WAITS = 60
+INVALID = 5
 
 
 def _need_root() -> None:
@@ -88,8 +91,11 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Site]]
             " && ip link add vx0 type vxlan id 42 dev u0 dstport 4789 && ip link set vx0 mtu 1450"
             " && ip link add br9 type bridge && ip addr add 10.200.5.1/24 dev br9 && ip link set br9 up"
         )
+        good.sh("sysctl -qw net.netfilter.nf_conntrack_tcp_be_liberal=1")
         result = {}
         for ns, flood in ((bad, FLOOD), (good, 0)):
+            ns.sh("iptables -A INPUT -m conntrack --ctstate INVALID -j ACCEPT")
+            ns.run([sys.executable, str(HERE / "invalid_packets.py"), str(INVALID)])
             ports = _scenario(ns, tmp, flood)
             snap = tmp / f"{ns.name}.json"
             _, report, _ = _run_node(ns, "--service-cidr", SERVICE_CIDR, "--snapshot-out", str(snap))
@@ -141,6 +147,21 @@ def test_krn007_address_in_the_service_cidr(sites: dict[str, Site]) -> None:
     assert "service CIDR 10.96.0.0/12 overlaps address 10.96.5.1/24 on br9" in finding["message"]
     assert "route 10.96.5.0/24 dev br9" in finding["message"]
     assert sites["good"].findings("KRN007") == []
+
+
+def test_krn005_conntrack_invalid_with_strict_window_tracking(sites: dict[str, Site]) -> None:
+    bad = sites["bad"]
+    invalid = bad.report["node"]["counters"]["conntrack"]["invalid"]
+    assert invalid >= INVALID  # each segment is seen at more than one hook
+    (finding,) = bad.findings("KRN005")
+    assert finding["severity"] == "info"  # one sample: a count since boot
+    assert (
+        f"conntrack invalid {invalid} since boot with nf_conntrack_tcp_be_liberal = 0" in finding["message"]
+    )
+    good = sites["good"]
+    assert good.report["node"]["counters"]["conntrack"]["invalid"] >= INVALID
+    assert good.report["node"]["sysctls"]["net.netfilter.nf_conntrack_tcp_be_liberal"] == "1"
+    assert good.findings("KRN005") == []
 
 
 def test_snapshot_round_trip_gives_identical_findings(sites: dict[str, Site]) -> None:
