@@ -87,6 +87,11 @@ DROP_REASONS: dict[str, str] = {
 }
 
 
+ROUTINE_DROPS = frozenset({"QUEUE_PURGE"})
+"""Drop reasons of normal operation, left to the summary: QUEUE_PURGE is a closing socket
+freeing the segments still queued on it (include/net/dropreason-core.h)."""
+
+
 def trace_of(bag: EvidenceBag) -> TraceEvidence:
     found = bag.get("trace")
     assert isinstance(found, TraceEvidence)
@@ -218,7 +223,8 @@ def _reset_finding(trace: TraceEvidence, events: list[TraceEvent], side: str, re
 )
 def drops_by_reason(bag: EvidenceBag) -> Iterator[Finding]:
     trace = trace_of(bag)
-    for reason, events in grouped(trace.of_kind("drop"), lambda e: e.reason or "unknown").items():
+    drops = [e for e in trace.of_kind("drop") if e.reason not in ROUTINE_DROPS]
+    for reason, events in grouped(drops, lambda e: e.reason or "unknown").items():
         flows = Counter(f"{e.local} -> {e.remote}" for e in events)
         flags = Counter(e.state for e in events)
         owners, atts = owners_of(events, lambda e: e.owner)
@@ -312,7 +318,7 @@ def accept_queue_overflow_live(bag: EvidenceBag) -> Iterator[Finding]:
 
 def churn_destination(e: TraceEvent) -> str:
     """Client sockets churn towards their peer; accepted sockets churn on the local service port."""
-    return f"clients of {e.local}" if e.server_side else e.remote
+    return f"accepted on {e.local}" if e.server_side else f"to {e.remote}"
 
 
 @rule(
@@ -335,7 +341,7 @@ def connection_churn(bag: EvidenceBag) -> Iterator[Finding]:
         active = sum(1 for e in events if e.state in ACTIVE_CLOSE_STATES)
         owners, atts = owners_of(events, lambda e: e.owner)
         message = (
-            f"{len(events)} connections {'from' if dest.startswith('clients') else 'to'} {dest} lived under "
+            f"{len(events)} connections {dest} lived under "
             f"{SHORT_LIVED_US // 1_000_000} s (median {median_ms:.1f} ms) {over(trace)}, {rate:.0f}/s; "
             f"{active} were closed first on this side and each holds a TIME_WAIT entry for 60 s"
         )
@@ -344,7 +350,7 @@ def connection_churn(bag: EvidenceBag) -> Iterator[Finding]:
             message += f"; TIME_WAIT in {ns.label} went from {ns.tw_before} to {ns.tw_max}"
             reported_ns.add(ns.netns)
         if owners:
-            message += f"; opened by {top(owners)}"
+            message += f"; {'accepted' if events[0].server_side else 'opened'} by {top(owners)}"
         yield connection_churn.finding(
             message,
             subject=subject_of(owners, atts, dest),

@@ -251,6 +251,18 @@ def link_refused_peers(events: Iterable[TraceEvent]) -> None:
         e.peer = by_tuple.get((e.remote, e.local))
 
 
+def adopt_listener_owners(evidence: TraceEvidence) -> None:
+    """Sockets accepted from a listener that existed before the trace have no owner recorded in
+    the kernel; the listener sampled by sock_diag (same namespace, same local port) names it."""
+    listeners = {(ls.netns, ls.port): ls for ls in evidence.listeners if ls.pid}
+    for e in evidence.events:
+        if e.owner.pid or e.kind == "drop" or not e.has_socket:
+            continue
+        ls = listeners.get((e.netns, e.sport))
+        if ls is not None:
+            e.owner.pid, e.owner.comm = ls.pid, ls.comm
+
+
 @dataclass
 class TraceSession:
     """One trace: program + namespace sampling; ``run`` returns the evidence."""
@@ -298,6 +310,7 @@ class TraceSession:
                 evidence.namespaces, evidence.listeners = ns, listeners
                 evidence.notes += notes
         evidence.events.sort(key=lambda e: e.time)
+        adopt_listener_owners(evidence)
         link_refused_peers(evidence.events)
         if self.filters.active:
             evidence.events = [e for e in evidence.events if self.filters.keep(e)]

@@ -33,7 +33,7 @@ COUNTERS = (
     ("Tcp", "ActiveOpens"),
     ("Tcp", "PassiveOpens"),
 )
-MAX_NAMESPACES = 64
+MAX_NAMESPACES = 256
 NAMED_NETNS = Path("/var/run/netns")
 
 
