@@ -409,3 +409,25 @@ func main() {
     )
     server = only_server(program)
     assert server.idle_timeout.is_unknown and server.idle_timeout.origin == "param"
+
+
+def test_server_returned_by_a_constructor(go_program: Analyse) -> None:
+    program = go_program(
+        """
+func newServer(h http.Handler) *http.Server {
+	return &http.Server{Addr: ":8080", Handler: h, ReadHeaderTimeout: time.Second}
+}
+
+func main() {
+	srv := newServer(http.NewServeMux())
+	srv.IdleTimeout = 90 * time.Second
+	go srv.ListenAndServe()
+	srv.Shutdown(context.Background())
+}
+"""
+    )
+    server = only_server(program)
+    assert server.func == "main.newServer"
+    assert len(server.serve_calls) == 1 and len(server.shutdown_calls) == 1
+    assert server.idle_timeout.seconds == 90.0
+    assert server.shutdown_calls[0].timeout.state == "unset"  # context.Background(): no deadline

@@ -7,7 +7,6 @@ constant or a flag declared in another file of the same package.
 from __future__ import annotations
 
 import bisect
-import os
 from dataclasses import dataclass, field
 
 from tree_sitter import Node, Tree
@@ -15,11 +14,6 @@ from tree_sitter import Node, Tree
 from tcpdoctor.model import Location
 from tcpdoctor.sources.golang import parse
 from tcpdoctor.sources.golang.parse import text
-
-HANDLER_PARAM_TYPES = {
-    "ResponseWriter": "net/http",
-    "Context": "",  # gin.Context / echo.Context, checked against the import
-}
 
 
 @dataclass
@@ -352,7 +346,3 @@ def _index_functions(ctx: FileContext) -> None:
         stack.append(span)
     ctx.funcs = spans
     ctx._starts = [s.start for s in spans]
-
-
-def directory_of(path: str) -> str:
-    return os.path.dirname(path) or "."

@@ -88,6 +88,8 @@ def _is_server_type(ctx: FileContext, type_node: Node | None) -> bool:
 def _same_holder(server: HttpServer, operand: str, ctx: FileContext, at: Node) -> bool:
     if not server.name or not operand:
         return False
+    if server.name == "return":
+        return _returned_by(server, operand, ctx, at)
     if server.name.startswith("."):
         return operand.endswith(server.name)
     if operand != server.name:
@@ -96,6 +98,20 @@ def _same_holder(server: HttpServer, operand: str, ctx: FileContext, at: Node) -
         return True
     span = ctx.func_at(at)
     return span is not None and server.func in (span.name, span.top().name)
+
+
+def _returned_by(server: HttpServer, operand: str, ctx: FileContext, at: Node) -> bool:
+    """`srv := newServer(cfg)` / `newServer(cfg).ListenAndServe()` where newServer returns the literal."""
+    maker = server.func.rsplit(".", 1)[-1]
+    if operand.endswith(")"):
+        callee = operand.split("(", 1)[0]
+        return callee.rsplit(".", 1)[-1] == maker
+    if not operand.isidentifier():
+        return False
+    found = ctx.lookup(operand, at)
+    if found is None or found[0] is None or found[0].type != "call_expression":
+        return False
+    return call_parts(found[0])[1] == maker
 
 
 def find_servers(ctx: FileContext, program: GoProgram) -> list[HttpServer]:
