@@ -76,21 +76,32 @@ def node(
     interval: Annotated[
         float | None,
         typer.Option(
-            "--interval", "-i", help="Sample counters twice, S seconds apart, and report rates.", min=0.1
+            "--interval",
+            "-i",
+            metavar="S",
+            help="Sample counters twice, S seconds apart, and report rates.",
+            min=0.1,
         ),
     ] = None,
     snapshot_out: Annotated[
-        Path | None, typer.Option("--snapshot-out", help="Also save all evidence as versioned JSON to FILE.")
+        Path | None,
+        typer.Option(
+            "--snapshot-out", metavar="FILE", help="Also save all evidence as versioned JSON to FILE."
+        ),
     ] = None,
     from_file: Annotated[
         Path | None,
-        typer.Option("--from", help="Audit a snapshot saved by --snapshot-out instead of this node."),
+        typer.Option(
+            "--from", metavar="FILE", help="Audit a snapshot saved by --snapshot-out instead of this node."
+        ),
     ] = None,
     service_cidr: Annotated[
-        list[str] | None, typer.Option("--service-cidr", help="The cluster's Service CIDR(s) (KRN007).")
+        list[str] | None,
+        typer.Option("--service-cidr", metavar="CIDR", help="The cluster's Service CIDR(s) (KRN007)."),
     ] = None,
     pod_cidr: Annotated[
-        list[str] | None, typer.Option("--pod-cidr", help="The cluster's pod CIDR(s) (KRN007).")
+        list[str] | None,
+        typer.Option("--pod-cidr", metavar="CIDR", help="The cluster's pod CIDR(s) (KRN007)."),
     ] = None,
     format: FormatOpt = "text",
     output: OutputOpt = None,
