@@ -63,6 +63,12 @@ def secs(value: float) -> str:
     return f"{value:.1f} s"
 
 
+def at(pcap: PcapEvidence, ts: float) -> str:
+    """A timestamp as seconds since the capture's first packet (Wireshark's "Time" column)."""
+    start = pcap.stats.first_ts or 0.0
+    return f"{ts - start:.3f} s"
+
+
 def frames(numbers: Iterable[int | None], limit: int = 6) -> str:
     """'frame 4' / 'frames 1, 2, 7 (+3 more)'."""
     nums = sorted({n for n in numbers if n is not None})

@@ -217,8 +217,8 @@ def reset_after_idle(bag: EvidenceBag) -> Iterator[Finding]:
             evidence=[
                 cap.evidence(
                     pcap,
-                    f"idle from {found.gap_start_ts:.6f} to {found.gap_end_ts:.6f} ({cap.secs(found.gap)}), "
-                    f"RST at frame {c.reset_frame}",
+                    f"idle from {cap.at(pcap, found.gap_start_ts)} to {cap.at(pcap, found.gap_end_ts)} "
+                    f"({cap.secs(found.gap)}), RST at frame {c.reset_frame}",
                 )
             ],
             fix=Fix(
@@ -460,7 +460,9 @@ def zero_window_stall(bag: EvidenceBag) -> Iterator[Finding]:
                 subject=c.subject(),
                 evidence=[
                     cap.evidence(
-                        pcap, f"zero window first at frame {zw[0].frame} ({start:.6f}), last seen {last:.6f}"
+                        pcap,
+                        f"zero window first at frame {zw[0].frame} ({cap.at(pcap, start)}), "
+                        f"last seen {cap.at(pcap, last)}",
                     )
                 ],
                 fix=Fix(
@@ -676,10 +678,18 @@ def probe_request_failing(bag: EvidenceBag) -> Iterator[Finding]:
         if outcome == "stream":
             resp = ex.response
             assert resp is not None
+            result = cap.app(first.conn)
+            client_fin = result.fins.get("client") if result is not None else None
+            late = (
+                ", after the prober had already closed the connection"
+                if client_fin is not None and resp.head_ts >= client_fin[1]
+                else ""
+            )
             detail = (
-                f"{'were' if n > 1 else 'was'} answered with a never-ending {resp.content_type} stream "
-                f"(first at frame {resp.head_frame}, {cap.secs(first.first_byte or 0)} after the request at frame "
-                f"{ex.sent_frame}); the probe's timeout (default {timeout:g} s) runs out while it reads the body"
+                f"{'were' if n > 1 else 'was'} answered with a never-ending {resp.content_type} response "
+                f"(head at frame {resp.head_frame}, {cap.secs(first.first_byte or 0)} after the request at frame "
+                f"{ex.sent_frame}{late}); the probe's timeout (default {timeout:g} s) runs out while it waits "
+                "for the body to end"
             )
         elif outcome == "slow":
             worst = max(seen_list, key=lambda s: s.latency or 0)

@@ -302,7 +302,7 @@ class Http2Parser:
     def _header_block(self, side: _Side) -> None:
         try:
             headers = side.decoder.decode(bytes(side.block), raw=False)
-        except HPACKError as exc:
+        except (HPACKError, UnicodeDecodeError, ValueError, IndexError) as exc:
             self.error = f"HPACK decoding failed at frame {side.block_frame}: {exc}"
             return
         side.block = bytearray()
