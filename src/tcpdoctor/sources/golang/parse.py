@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
+from importlib import resources
 
 import tree_sitter_go
 from tree_sitter import Language, Node, Parser, Query, QueryCursor, Tree
@@ -13,26 +14,14 @@ GO = Language(tree_sitter_go.language())
 
 FUNC_TYPES = frozenset({"function_declaration", "method_declaration", "func_literal"})
 
-# One query per file, run in C: everything the extractors look at, position-ordered.
-FILE_QUERY = """
-(function_declaration) @func
-(method_declaration) @func
-(func_literal) @func
-(call_expression) @call
-(composite_literal type: (qualified_type)) @literal
-(assignment_statement left: (expression_list (selector_expression))) @field_assign
-(for_statement) @loop
-(send_statement) @send
-(unary_expression operator: "<-") @recv
-(var_spec type: (qualified_type)) @typed_var
-"""
 
-# Definitions inside a function body, for values that travel through local variables.
-DEFS_QUERY = """
-(short_var_declaration) @def
-(assignment_statement left: (expression_list (identifier))) @def
-(var_spec) @def
-"""
+def _load_query(name: str) -> str:
+    return (resources.files(__package__) / "queries" / name).read_text(encoding="utf-8")
+
+
+# One query per file, run in C (queries/file.scm); definitions in a function body (queries/defs.scm).
+FILE_QUERY = _load_query("file.scm")
+DEFS_QUERY = _load_query("defs.scm")
 
 
 @cache
