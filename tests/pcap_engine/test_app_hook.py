@@ -1,0 +1,108 @@
+"""The app-layer hook: in-order bytes once each, skips, gaps, closes, results attached at finish."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tcpdoctor.evidence.pcap import CONTINUE, Connection, Direction
+from tcpdoctor.sources.pcap.tracker import CaptureAnalysis, Engine
+
+from . import writer as w
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n"
+
+
+class Recorder:
+    def __init__(self, log: list[tuple[Any, ...]]) -> None:
+        self.log = log
+
+    def data(self, direction: Direction, data: bytes, frame: int, ts: float) -> int:
+        self.log.append(("data", direction.label, data, frame))
+        if data.startswith(b"HTTP/1.1"):
+            return 20 - (len(data) - len(HEAD))  # skip the rest of the body
+        return CONTINUE
+
+    def gap(self, direction: Direction, length: int, frame: int, ts: float) -> int:
+        self.log.append(("gap", direction.label, length, frame))
+        return CONTINUE
+
+    def closed(self, direction: Direction, frame: int, ts: float, reset: bool) -> None:
+        self.log.append(("closed", direction.label, reset, frame))
+
+    def finish(self, conn: Connection) -> None:
+        conn.app["rec"] = list(self.log)
+
+
+class Factory:
+    name = "rec"
+
+    def __init__(self) -> None:
+        self.opened: list[tuple[str, str, bytes]] = []
+        self.log: list[tuple[Any, ...]] = []
+
+    def open(self, conn: Connection, direction: Direction, first: bytes) -> Recorder | None:
+        self.opened.append((str(conn.client), direction.label, first))
+        return Recorder(self.log)
+
+
+def capture(path: Path) -> None:
+    c, s = "10.0.0.1", "10.0.0.2"
+    ip = w.ipv4
+    A = w.ACK
+    P = w.PSH | w.ACK
+    body1 = b"0123456789"
+    h = len(HEAD) + 10
+    pk = [
+        ip(c, s, w.tcp(40000, 80, 100, 0, w.SYN)),
+        ip(s, c, w.tcp(80, 40000, 500, 101, w.SYN | A)),
+        ip(c, s, w.tcp(40000, 80, 101, 501, A)),
+        ip(c, s, w.tcp(40000, 80, 101, 501, P, payload=b"GET / HTTP/1.1\r\n")),  # 4
+        ip(c, s, w.tcp(40000, 80, 117, 501, P, payload=b"Host: x\r\n\r\n")),  # 5
+        ip(c, s, w.tcp(40000, 80, 117, 501, P, payload=b"Host: x\r\n\r\n")),  # 6 retransmission
+        ip(s, c, w.tcp(80, 40000, 501, 128, P, payload=HEAD + body1)),  # 7
+        ip(s, c, w.tcp(80, 40000, 501 + h, 128, P, payload=b"abcdefghij")),  # 8 body: skipped
+        ip(s, c, w.tcp(80, 40000, 511 + h, 128, P, payload=b"NEXT")),  # 9
+        ip(s, c, w.tcp(80, 40000, 520 + h, 128, P, payload=b"LATE")),  # 10 after a 5-byte hole
+        ip(c, s, w.tcp(40000, 80, 128, 524 + h, w.FIN | A)),  # 11
+        ip(s, c, w.tcp(80, 40000, 524 + h, 129, w.FIN | A)),  # 12
+        ip(c, s, w.tcp(40000, 80, 129, 525 + h, A)),  # 13
+    ]
+    w.write_pcap(str(path), [w.Record(1000.0 + i * 0.01, w.ether(p)) for i, p in enumerate(pk)], 1)
+
+
+def test_payload_is_delivered_in_order_once_with_skips_gaps_and_closes(tmp_path: Path) -> None:
+    f = tmp_path / "app.pcap"
+    capture(f)
+    factory = Factory()
+    ev = CaptureAnalysis(str(f), engine=Engine([factory])).run()
+    assert factory.opened == [("10.0.0.1:40000", "client", b"GET / HTTP/1.1\r\n")]
+    (conn,) = ev.connections
+    assert conn.app["rec"] == [
+        ("data", "client", b"GET / HTTP/1.1\r\n", 4),
+        ("data", "client", b"Host: x\r\n\r\n", 5),
+        ("data", "server", HEAD + b"0123456789", 7),
+        ("data", "server", b"NEXT", 9),
+        ("gap", "server", 5, 10),
+        ("data", "server", b"LATE", 10),
+        ("closed", "client", False, 11),
+        ("closed", "server", False, 12),
+    ]
+    assert conn.c2s.retransmissions == 1 and conn.s2c.lost_segments == 1
+
+
+def test_a_declined_connection_gets_no_more_calls(tmp_path: Path) -> None:
+    f = tmp_path / "app.pcap"
+    capture(f)
+
+    class Declines:
+        name = "no"
+        calls = 0
+
+        def open(self, conn: Connection, direction: Direction, first: bytes) -> None:
+            Declines.calls += 1
+            return None
+
+    ev = CaptureAnalysis(str(f), engine=Engine([Declines()])).run()
+    assert Declines.calls == 1
+    assert ev.connections[0].app == {}
