@@ -335,3 +335,24 @@ def test_snapshot_dict_round_trip_is_exact() -> None:
     again = NodeSnapshot.from_dict(copy.deepcopy(snap.to_dict()))
     assert again == snap
     assert [f.to_dict() for f in audit(again)] == [f.to_dict() for f in audit(snap)]
+
+
+def test_krn006_route_mtu_lowers_it_to_info() -> None:
+    """Cilium's way: cilium_vxlan stays at 1500 and its routes carry mtu 1450."""
+    snap = healthy()
+    assert snap.net is not None
+    snap.net.links = [
+        Link(1, "lo", "", 65536),
+        Link(2, "eth0", "", 1500),
+        Link(3, "cilium_vxlan", "vxlan", 1500),
+        Link(4, "cilium_host", "veth", 1500),
+    ]
+    (finding,) = rules_of(snap)["KRN006"]
+    assert finding.severity.label == "error"
+    snap.net.routes.append(Route("10.0.1.0/24", "cilium_host", "10.0.0.1", mtu=1450))
+    (finding,) = rules_of(snap)["KRN006"]
+    assert finding.severity.label == "info"
+    assert "routes carry mtu 1450 ≤ 1450" in finding.message
+    snap.net.routes[-1].mtu = 1500
+    (finding,) = rules_of(snap)["KRN006"]
+    assert finding.severity.label == "error"

@@ -113,6 +113,7 @@ class Route:
     table: int = 254
     type: str = "unicast"
     protocol: str = ""
+    mtu: int | None = None  # RTAX_MTU: a per-route MTU (`ip route ... mtu 1450`)
 
     @property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

@@ -295,6 +295,9 @@ def overlay_mtu_mismatch(bag: EvidenceBag) -> Iterator[Finding]:
     if snap.net is None:
         return
     overlays = [(lnk, kind) for lnk in snap.net.links if (kind := tunnel_kind(lnk))]
+    # Some CNIs (Cilium) leave the tunnel device at 1500 and put the MTU on their routes
+    # (`... dev cilium_host mtu 1450`): TCP then sizes its segments from the route.
+    route_mtus = [r.mtu for r in snap.net.routes if r.mtu]
     for link, kind in overlays:
         underlay = underlay_of(snap, link)
         if underlay is None:
@@ -302,18 +305,30 @@ def overlay_mtu_mismatch(bag: EvidenceBag) -> Iterator[Finding]:
         overhead = TUNNEL_OVERHEAD[kind]
         if link.mtu + overhead <= underlay.mtu:
             continue
+        room = underlay.mtu - overhead
+        guarded = bool(route_mtus) and max(route_mtus) <= room
         yield overlay_mtu_mismatch.finding(
             f"{kind} device {link.name} has MTU {link.mtu}: with {overhead} bytes of encapsulation its full-size "
             f"packets are {link.mtu + overhead} bytes on {underlay.name} (MTU {underlay.mtu}), so they are "
-            "fragmented or dropped (large responses stall, small requests pass)",
+            "fragmented or dropped (large responses stall, small requests pass)"
+            + (
+                f"; routes carry mtu {max(route_mtus)} ≤ {room}, which keeps traffic that follows route MTUs "
+                "(TCP) within it, so only the rest is exposed"
+                if guarded
+                else ""
+            ),
             subject=node_subject(snap),
+            severity=Severity.INFO if guarded else Severity.ERROR,
             evidence=[
                 Evidence("node", f"{link.name} mtu {link.mtu}"),
                 Evidence("node", f"{underlay.name} mtu {underlay.mtu}"),
+                *(
+                    Evidence("node", f"route {r.dst} dev {r.dev} mtu {r.mtu}")
+                    for r in snap.net.routes
+                    if r.mtu
+                ),
             ],
-            fix=Fix(
-                f"set {link.name} MTU to at most {underlay.mtu - overhead} (the CNI's MTU setting) and recreate pods"
-            ),
+            fix=Fix(f"set {link.name} MTU to at most {room} (the CNI's MTU setting) and recreate pods"),
         )
     if not overlays:
         return
@@ -324,10 +339,17 @@ def overlay_mtu_mismatch(bag: EvidenceBag) -> Iterator[Finding]:
         if lnk.kind == "veth" and lnk.peer_in_other_netns and lnk.mtu > smallest.mtu
     ]
     if big:
+        guarded = bool(route_mtus) and max(route_mtus) <= smallest.mtu
         yield overlay_mtu_mismatch.finding(
             f"{len(big)} pod veth device(s) ({', '.join(f'{v.name} MTU {v.mtu}' for v in big[:3])}) have an MTU "
-            f"above the overlay {smallest.name} (MTU {smallest.mtu}): pods send packets the overlay cannot carry",
+            f"above the overlay {smallest.name} (MTU {smallest.mtu}): pods send packets the overlay cannot carry"
+            + (
+                f" unless their routes carry an MTU (node routes do: mtu {max(route_mtus)}; check the pods' own)"
+                if guarded
+                else ""
+            ),
             subject=node_subject(snap),
+            severity=Severity.INFO if guarded else Severity.ERROR,
             evidence=[Evidence("node", f"{smallest.name} mtu {smallest.mtu}")],
             fix=Fix(f"give pod interfaces MTU {smallest.mtu} or less (CNI MTU setting)"),
         )

@@ -81,6 +81,7 @@ def _routes(ipr: Any, names: dict[int, str]) -> list[Route]:
         for m in ipr.get_routes(family=family):
             dst = m.get_attr("RTA_DST") or ("0.0.0.0" if family == socket.AF_INET else "::")
             oif = m.get_attr("RTA_OIF")
+            metrics = m.get_attr("RTA_METRICS")
             table = m.get_attr("RTA_TABLE") or m["table"]
             out.append(
                 Route(
@@ -90,6 +91,7 @@ def _routes(ipr: Any, names: dict[int, str]) -> list[Route]:
                     table=table,
                     type=RT_TYPES.get(m["type"], str(m["type"])),
                     protocol=RT_PROTOS.get(m["proto"], str(m["proto"])),
+                    mtu=(metrics.get_attr("RTAX_MTU") if metrics is not None else None) or None,
                 )
             )
     return out
