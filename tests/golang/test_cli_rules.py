@@ -433,3 +433,27 @@ def test_cli001_default_client_through_a_variable(findings: Run) -> None:
         "CLI001",
     )
     assert len(got) == 1 and "http.DefaultClient has no Timeout" in got[0].message
+
+
+def test_cli005_read_but_not_closed_is_info(findings: Run) -> None:
+    src = """package main
+
+import (
+\t"io"
+\t"net/http"
+\t"time"
+)
+
+var client = &http.Client{Timeout: time.Second}
+
+func body() ([]byte, error) {
+\tresp, err := client.Get("http://api:8080/x")
+\tif err != nil {
+\t\treturn nil, err
+\t}
+\treturn io.ReadAll(resp.Body)
+}
+"""
+    got = findings(src, "CLI005")
+    assert len(got) == 1
+    assert got[0].severity is Severity.INFO and "read but never closed" in got[0].message

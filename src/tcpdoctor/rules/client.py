@@ -272,7 +272,14 @@ def response_body_not_closed(bag: EvidenceBag) -> Iterator[Finding]:
         if use.returned or (use.closed and use.drained) or suppressed(program, "CLI005", use.location):
             continue
         body = f"{use.var}.Body"
-        if not use.closed:
+        if not use.closed and use.drained:
+            message = (
+                f"{body} from the call at {where(use.location)} is read but never closed in {use.func}: the "
+                "connection returns to the pool only if the read reaches EOF; any early return or read error "
+                "leaves it busy for good"
+            )
+            severity = Severity.INFO
+        elif not use.closed:
             message = (
                 f"{body} from the call at {where(use.location)} is never closed in {use.func}: the connection "
                 "stays busy (never returns to the pool) and its read goroutine leaks"
