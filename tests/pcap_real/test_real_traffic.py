@@ -10,6 +10,7 @@ and `clean`, `complete` and `h2clean` are the close cases of the reset, abort an
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tcpdoctor.evidence.golang import GoValue
 from tcpdoctor.evidence.manifests import ManifestSet
 from tcpdoctor.lab import gobuild, netns
 from tcpdoctor.lab.capture import Capture
@@ -253,9 +255,14 @@ def test_xl008_names_the_server_idle_timeout(captures: dict[str, Path]) -> None:
     (f,) = [f for f in findings if f.rule == "XL008"]
     assert "matches server IdleTimeout 1s" in f.message
     assert f.location is not None and f.location.path.endswith("main.go") and f.location.line == 50
-    # the close case: nothing idle-reset in a clean capture, so nothing to match
+    # the close cases: nothing idle-reset in a clean capture, so nothing to match; and a server whose
+    # IdleTimeout (30 s) is not the 1 s after which this one closed is not blamed
     _, clean = diagnose(captures["clean"], go=program)
     assert not [f for f in clean if f.rule == "XL008"]
+    other = copy.deepcopy(program)
+    other.servers[0].idle_timeout = GoValue("set", 30.0, other.servers[0].location, "30 * time.Second")
+    _, unmatched = diagnose(captures["idle"], go=other)
+    assert not [f for f in unmatched if f.rule == "XL008"]
 
 
 @pytest.mark.root
@@ -285,6 +292,11 @@ spec:
     (f,) = [f for f in findings if f.rule == "XL009"]
     assert "readiness probe request" in f.message and "GET /events :8083" in f.message
     assert "1 failed against timeoutSeconds 1" in f.message
+    # the close case: the fast /healthz probe of the clean capture, against the same kind of spec
+    healthy = tmp_path / "healthy.yaml"
+    healthy.write_text(manifest.read_text().replace("8083", "8080").replace("/events", "/healthz"))
+    _, fast = diagnose(captures["clean"], manifests=collect_manifests([healthy]))
+    assert not [f for f in fast if f.rule == "XL009"]
 
 
 @pytest.mark.root
