@@ -19,6 +19,7 @@ from tcpdoctor.commands.common import (
     SelectOpt,
     finish,
 )
+from tcpdoctor.config import Config, config_for
 from tcpdoctor.evidence.node import NodeSnapshot, describe_growth
 from tcpdoctor.model import Finding, Input, InputError
 from tcpdoctor.report import Report
@@ -65,10 +66,26 @@ def node_rules() -> list[Rule]:
     return sorted(found, key=lambda r: r.id)
 
 
-def audit(snapshot: NodeSnapshot) -> list[Finding]:
+def check_node_section(cfg: Config) -> None:
+    """`[node] middlebox-idle-timeouts` must map names to whole seconds."""
+    table = cfg.section("node").get("middlebox-idle-timeouts")
+    if table is None:
+        return
+    where = cfg.path or ".tcpdoctor.toml"
+    if not isinstance(table, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in table.values()
+    ):
+        raise InputError(
+            f"{where}: [node] middlebox-idle-timeouts must map names to seconds (positive integers)"
+        )
+
+
+def audit(snapshot: NodeSnapshot, config: Config | None = None) -> list[Finding]:
     """The KRN findings of one snapshot (what `tcpdoctor node` reports, before the policy)."""
     bag = EvidenceBag()
     bag.add("node", snapshot)
+    if config is not None:
+        bag.add("config", config)
     return list(run_rules(bag, node_rules()))
 
 
@@ -103,6 +120,15 @@ def node(
         list[str] | None,
         typer.Option("--pod-cidr", metavar="CIDR", help="The cluster's pod CIDR(s) (KRN007)."),
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            help="Use this .tcpdoctor.toml (select/ignore/severity, [node] middlebox-idle-timeouts) "
+            "instead of the one found upward from the current directory.",
+        ),
+    ] = None,
     format: FormatOpt = "text",
     output: OutputOpt = None,
     select: SelectOpt = None,
@@ -111,6 +137,8 @@ def node(
 ) -> None:
     opts = ReportOptions(format=format, output=output, select=select, ignore=ignore, fail_on=fail_on)
     opts.validate()
+    cfg = config_for([Path.cwd()], config)
+    check_node_section(cfg)
     services = _cidrs("--service-cidr", service_cidr or [])
     pods = _cidrs("--pod-cidr", pod_cidr or [])
     if from_file is not None:
@@ -134,12 +162,12 @@ def node(
     report = Report(
         command="node",
         inputs=[Input("node", source)],
-        findings=audit(snap),
+        findings=audit(snap, cfg),
         sections={"node": snap.to_dict()},
         preamble=lambda console: write_state(console, snap),
         notes=[f"skipped {what}: {why}" for what, why in sorted(snap.skipped.items())],
     )
-    finish(report, opts)
+    finish(report, opts, opts.policy(cfg))
 
 
 def _collect(interval: float | None, services: list[str], pods: list[str]) -> NodeSnapshot:

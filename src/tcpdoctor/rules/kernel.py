@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Iterator
 
+from tcpdoctor.config import Config
 from tcpdoctor.evidence.node import Link, NodeSnapshot, describe_growth
 from tcpdoctor.model import Evidence, Finding, Fix, Severity, Subject
 from tcpdoctor.rules.registry import EvidenceBag, rule
@@ -527,6 +528,14 @@ def tcp_retransmissions_high(bag: EvidenceBag) -> Iterator[Finding]:
 # --- KRN011 / KRN012: settings --------------------------------------------------------------------
 
 
+def configured_idle_timeouts(bag: EvidenceBag) -> dict[str, int]:
+    """`[node] middlebox-idle-timeouts = {"corporate firewall" = 300}` of .tcpdoctor.toml (checked by the CLI)."""
+    config = bag.maybe("config")
+    section = config.section("node") if isinstance(config, Config) else {}
+    table = section.get("middlebox-idle-timeouts", {})
+    return {str(k): int(v) for k, v in table.items()} if isinstance(table, dict) else {}
+
+
 @rule(
     "KRN011",
     name="keepalive-longer-than-middlebox",
@@ -539,7 +548,7 @@ def keepalive_longer_than_middlebox(bag: EvidenceBag) -> Iterator[Finding]:
     keepalive = snap.sysctl_int("net.ipv4.tcp_keepalive_time")
     if keepalive is None:
         return
-    timeouts = dict(L4_IDLE_TIMEOUTS)
+    timeouts = {**L4_IDLE_TIMEOUTS, **configured_idle_timeouts(bag)}
     if snap.net and snap.net.ipvs and snap.net.ipvs.get("tcp"):
         timeouts["kube-proxy IPVS (tcp)"] = snap.net.ipvs["tcp"]
     shorter = {name: t for name, t in sorted(timeouts.items(), key=lambda kv: kv[1]) if t < keepalive}
