@@ -457,3 +457,41 @@ func body() ([]byte, error) {
     got = findings(src, "CLI005")
     assert len(got) == 1
     assert got[0].severity is Severity.INFO and "read but never closed" in got[0].message
+
+
+def test_cli001_response_header_timeout_is_a_partial_bound(findings: Run) -> None:
+    got = findings(
+        """
+        var client = &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: 5 * time.Second}}
+
+        func fetch() error {
+            resp, err := client.Get("http://api:8080/x")
+            if err != nil {
+                return err
+            }
+            return resp.Body.Close()
+        }
+        """,
+        "CLI001",
+    )
+    assert len(got) == 1
+    assert got[0].severity is Severity.INFO and "ResponseHeaderTimeout 5s" in got[0].message
+
+
+def test_cli001_a_type_of_our_own_named_default_client_is_not_net_http(findings: Run) -> None:
+    got = findings(
+        """
+        type api struct{}
+
+        func (api) Get(url string) (*http.Response, error) { return nil, nil }
+
+        var DefaultClient api
+
+        func fetch() {
+            resp, _ := DefaultClient.Get("http://api:8080/x")
+            _ = resp
+        }
+        """,
+        "CLI001",
+    )
+    assert got == []

@@ -120,6 +120,12 @@ def request_bound(program: GoProgram, req: ClientRequest) -> tuple[bool | None, 
         if seconds > 0:
             return True, f"client Timeout is {format_seconds(seconds)}"
         client_text = f"client {client.name.lstrip('.') or '&http.Client{}'} has Timeout unset (0 = none)"
+        header = client.transport.response_header_timeout.seconds if client.transport else None
+        if header:
+            client_text += (
+                f" (its Transport's ResponseHeaderTimeout {format_seconds(header)} bounds only the wait for "
+                "the response headers, not the body)"
+            )
     ctx_text = {
         "background": "its context is context.Background() (no deadline)",
         "": "it carries no context",
@@ -141,6 +147,7 @@ def client_request_without_deadline(bag: EvidenceBag) -> Iterator[Finding]:
         if bounded is not False or suppressed(program, "CLI001", req.location):
             continue
         context = " while serving a request" if req.in_handler else ""
+        partial = "ResponseHeaderTimeout" in why
         yield client_request_without_deadline.finding(
             f"{req.call}{context} has no deadline: {why}, so a stalled upstream blocks this call "
             "and its goroutine until the TCP connection breaks",
@@ -151,6 +158,7 @@ def client_request_without_deadline(bag: EvidenceBag) -> Iterator[Finding]:
                 "give the client a Timeout (&http.Client{Timeout: 10 * time.Second}) or build the request "
                 "with http.NewRequestWithContext(ctx, ...) where ctx comes from context.WithTimeout"
             ),
+            severity=Severity.INFO if partial else None,
         )
 
 

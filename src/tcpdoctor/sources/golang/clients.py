@@ -370,12 +370,20 @@ def _assignments(
 
 def _is_default_client(ctx: FileContext, operand: str, at: Node) -> bool:
     """``http.DefaultClient``, or a variable holding it (``c := http.DefaultClient``)."""
-    if operand.endswith("DefaultClient"):
-        return True
+    if "." in operand:
+        pkg, name = operand.rsplit(".", 1)
+        return name == "DefaultClient" and ctx.is_pkg(pkg, HTTP)
     if not operand.isidentifier():
         return False
     found = ctx.lookup(operand, at)
-    return found is not None and found[0] is not None and text(found[0]).endswith("DefaultClient")
+    if found is None or found[0] is None:
+        return False
+    value = parse.unparen(found[0])
+    if value.type != "selector_expression":
+        return False
+    return text(value.child_by_field_name("field")) == "DefaultClient" and found[1].is_pkg(
+        text(value.child_by_field_name("operand")), HTTP
+    )
 
 
 def _known_client(ctx: FileContext, operand: str, at: Node, program: GoProgram) -> bool:
