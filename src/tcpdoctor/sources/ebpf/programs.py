@@ -124,17 +124,21 @@ def _record(kind: str, sport: str, dport: str, state: str, reason: str, value: s
 
 def _ownership(state_fmt: TracepointFormat, agg: bool) -> str:
     """Socket ownership bookkeeping on inet_sock_set_state (always attached when sockets are traced)."""
+    # Socket addresses are reused as soon as a socket is freed: every entry is (re)written when a
+    # socket starts its life, so nothing stale from a previous socket at that address survives.
     born = "" if agg else "@born[$sk] = nsecs;"
     srv = "" if agg else "@srv[$sk] = 1;"
+    not_srv = "" if agg else "delete(@srv[$sk]);"
     return f"""tracepoint:sock:inet_sock_set_state /args->protocol == 6/ {{
   $sk = (struct sock *)args->skaddr; $sport = args->sport; $dport = args->dport;
   $old = args->oldstate; $new = args->newstate;
   $ns = $sk->__sk_common.skc_net.net->ns.inum;
-  if ($new == {_SYN_SENT}) {{ @opid[$sk] = pid; @ocomm[$sk] = comm; {born} }}
+  if ($new == {_SYN_SENT}) {{ @opid[$sk] = pid; @ocomm[$sk] = comm; {born} {not_srv} }}
   if ($new == {_LISTEN}) {{ @lpid[$ns, $sport] = pid; @lcomm[$ns, $sport] = comm; }}
   if ($new == {_SYN_RECV}) {{
     $lp = @lpid[$ns, $sport];
     if ($lp) {{ @opid[$sk] = $lp; @ocomm[$sk] = @lcomm[$ns, $sport]; }}
+    else {{ delete(@opid[$sk]); delete(@ocomm[$sk]); }}
     {born} {srv}
   }}
   __STATE_BODY__

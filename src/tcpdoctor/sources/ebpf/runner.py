@@ -59,7 +59,9 @@ class Bpftrace:
         self.lost = 0
 
     def start(self, timeout: float = ATTACH_TIMEOUT) -> None:
-        env = dict(os.environ, BPFTRACE_MAP_KEYS_MAX="65536", BPFTRACE_STRLEN="16")
+        env = dict(
+            os.environ, BPFTRACE_MAP_KEYS_MAX="65536", BPFTRACE_STRLEN="16", BPFTRACE_PERF_RB_PAGES="1024"
+        )
         self.proc = subprocess.Popen(
             [self.exe, "-B", "none", "-f", "json", self._path],
             stdout=subprocess.PIPE,
@@ -114,7 +116,8 @@ class Bpftrace:
             except json.JSONDecodeError:
                 continue
             if msg.get("type") == "lost_events":
-                self.lost += int(msg.get("data", {}).get("events", 0))
+                data = msg.get("data", {})
+                self.lost += int(data.get("events", 0) if isinstance(data, dict) else data)
                 continue
             self.messages.put(msg)
         self.messages.put(None)
