@@ -183,6 +183,21 @@ def test_unprivileged_run_says_what_it_skipped(sites: dict[str, Site]) -> None:
     if setpriv is None:
         pytest.skip("needs setpriv (util-linux)")
     bad = sites["bad"]
+    probe = subprocess.run(
+        [
+            setpriv,
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            "import tcpdoctor",
+        ],
+        capture_output=True,
+        timeout=60,
+    )
+    if probe.returncode != 0:  # the checkout lives where nobody cannot read (e.g. under /root)
+        pytest.skip(f"user nobody cannot run this checkout's Python: {probe.stderr.decode()[-200:]}")
     # commands/pcap.py imports numba with cache=True at start-up, which needs a writable cache
     # directory for any user (reported to the lead): give nobody one so that the CLI starts
     cache = Path(tempfile.mkdtemp(prefix="tdtest-numba-"))
