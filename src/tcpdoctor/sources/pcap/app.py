@@ -21,6 +21,8 @@ from tcpdoctor.sources.pcap.tls import TlsInfo, TlsParser, looks_like_tls
 Protocol = Literal["unknown", "http1", "http2", "tls", "other"]
 # After this many bytes per direction of an encrypted or unknown stream the session stops asking for more.
 SNIFF_LIMIT = 64 * 1024
+# Connections in these states keep their app result only when it is noteworthy (AppResult.noteworthy).
+CLEAN_STATES = frozenset({"SF", "S1"})
 # Content-Length bodies at least this long are skipped by the tracker instead of being copied.
 SKIP_AT_LEAST = 4096
 
@@ -143,6 +145,26 @@ class AppResult:
     def probe_exchanges(self) -> list[Exchange]:
         return [e for e in self.exchanges if e.request.is_probe]
 
+    @property
+    def noteworthy(self) -> bool:
+        """Something a rule may report: probes, unanswered or cut exchanges, GOAWAY/RST_STREAM, TLS trouble.
+
+        A clean connection whose result is not noteworthy gets no ``app`` entry, so that the tracker may
+        drop it (its memory stays bounded by the connections that matter, not by the capture's size).
+        """
+        if self.error or self.goaways or self.probe_exchanges:
+            return True
+        if any(e.response is None or not e.response.complete for e in self.exchanges):
+            return True
+        if any(s.reset_by is not None for s in self.h2_streams):
+            return True
+        t = self.tls
+        return t is not None and (
+            bool(t.alerts)
+            or t.server_hello_frame is None
+            or ("h2" in t.offered_alpn and t.selected_alpn != "h2")
+        )
+
 
 def result_of(session: AppSession, error: str | None = None) -> AppResult:
     h2 = session.http2
@@ -195,7 +217,9 @@ class AppAnalyzer:
             self.session.server_closed(frame, ts)
 
     def finish(self, conn: Connection) -> None:
-        conn.app["app"] = result_of(self.session, self.gap_error)
+        result = result_of(self.session, self.gap_error)
+        if result.noteworthy or conn.state not in CLEAN_STATES or conn.reset_by is not None:
+            conn.app["app"] = result
 
 
 class AppAnalyzerFactory:
