@@ -561,3 +561,16 @@ def test_ports_served_by_two_programs_keep_the_one_the_layout_names(repo) -> Non
         "cmd/api/main.go" in line for line in lines if "runs Go server" in line
     ), lines
     assert len(run(bag, "XL001")) == 1
+
+
+def test_xl003_client_timeout_of_a_package_client_used_by_the_handler(repo) -> None:  # type: ignore[no-untyped-def]
+    src = server_go().replace(
+        "\tif err := db.PingContext(ctx); err != nil {",
+        '\tif resp, err := deps.Get("http://deps:8080/ping"); err == nil {\n\t\tresp.Body.Close()\n\t}\n'
+        "\tif err := db.PingContext(ctx); err != nil {",
+    )
+    src = src.replace("var db *sql.DB", "var db *sql.DB\n\nvar deps = &http.Client{Timeout: %s}")
+    files = {"deploy/a.yaml": deployment(probes=probe("readiness", "/readyz", timeout=2))}
+    got = run(repo({**files, "main.go": src % "10 * time.Second"}), "XL003")
+    assert len(got) == 1 and "deps.Get with client Timeout 10 * time.Second" in got[0].message
+    assert run(repo({**files, "main.go": src % "time.Second"}), "XL003") == []

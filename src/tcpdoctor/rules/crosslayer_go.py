@@ -181,19 +181,20 @@ def liveness_handler_does_dependency_io(bag: EvidenceBag) -> Iterator[Finding]:
     needs=("manifests", "go"),
 )
 def probe_timeout_shorter_than_handler_timeouts(bag: EvidenceBag) -> Iterator[Finding]:
+    program: GoProgram = bag.get("go")
     for sp in served_probes(bag):
         h = sp.handler
         if h is None:
             continue
-        known = [(d.timeout.seconds, d) for d in h.deadlines if d.timeout.seconds]
-        if not known:
+        waits = handler_waits(program, h)
+        if not waits:
             continue
-        longest, deadline = max(known, key=lambda pair: pair[0] or 0.0)
-        if longest is None or longest <= sp.probe.timeout_seconds:
+        longest, what, wait_location = max(waits, key=lambda w: w[0])
+        if longest <= sp.probe.timeout_seconds:
             continue
         yield probe_timeout_shorter_than_handler_timeouts.finding(
             f"{sp.label} has timeoutSeconds {sp.probe.timeout_seconds} but {handler_label(h)} waits up to "
-            f"{format_seconds(longest)} ({deadline.timeout.text or 'its deadline'}): a slow dependency makes "
+            f"{format_seconds(longest)} ({what}): a slow dependency makes "
             "the kubelet give up first, so the probe fails with a timeout instead of the handler's "
             "answer, and the handler keeps working after nobody listens",
             location=sp.location,
@@ -201,13 +202,32 @@ def probe_timeout_shorter_than_handler_timeouts(bag: EvidenceBag) -> Iterator[Fi
             evidence=[
                 sp.manifest_evidence(),
                 *sp.go_evidence(),
-                Evidence("go", f"deadline {format_seconds(longest)}", deadline.location),
+                Evidence("go", f"waits up to {format_seconds(longest)}: {what}", wait_location),
             ],
             fix=Fix(
                 f"make the handler's deadline shorter than timeoutSeconds (e.g. {sp.probe.timeout_seconds * 0.8:g}s), "
                 f"or raise timeoutSeconds above {format_seconds(longest)}"
             ),
         )
+
+
+def handler_waits(program: GoProgram, handler: Handler) -> list[tuple[float, str, Location]]:
+    """How long a handler may wait: its context deadlines, and the Timeout of the clients it calls."""
+    waits: list[tuple[float, str, Location]] = []
+    for d in handler.deadlines:
+        seconds = d.timeout.seconds
+        if seconds:
+            waits.append((seconds, d.timeout.text or "its context deadline", d.location))
+    for req in program.requests:
+        loc = req.location
+        inside = loc.path == handler.location.path and (
+            (handler.location.line or 0) <= (loc.line or 0) <= (handler.end_line or 0)
+        )
+        client = client_for(program, req) if inside else None
+        seconds = client.timeout.seconds if client is not None else None
+        if client is not None and seconds:
+            waits.append((seconds, f"{req.call} with client Timeout {client.timeout.text}", loc))
+    return waits
 
 
 # --- XL004 ------------------------------------------------------------------------------------------
