@@ -310,8 +310,10 @@ class PcapEvidence:
     """What the rules get under ``bag.get("pcap")``.
 
     ``connections`` are the finished connections the rules need: every connection that is not
-    a clean ``SF`` without events, and the clean ones up to ``keep_clean`` (so memory stays
-    bounded on a huge capture: ``clean_dropped`` counts the others). Totals are exact.
+    a clean ``SF``/``S1`` without TCP events, and the clean ones (app-layer results or not) up
+    to ``keep_clean`` (so memory stays bounded on a huge capture: ``clean_dropped`` counts the
+    others). Totals are exact. A rule that needs every connection's app-layer results (all
+    probe latencies, say) aggregates them as they finish with a :class:`ConnectionObserver`.
     """
 
     path: str

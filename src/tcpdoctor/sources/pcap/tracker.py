@@ -688,6 +688,7 @@ def release(free: Any, G: Any, slots: Any) -> None:
 # =============================================================================================
 
 _DIRS = (Direction.CLIENT, Direction.SERVER)
+BUILD_CHUNK = 4096  # finished connections turned into records at a time (bounds the EOF spike)
 FINISHED_BY = {0: "eof", 1: "fin", 2: "rst", 3: "idle", 4: "reuse"}
 PHASES = {1: "handshake", 2: "established", 3: "closing"}
 
@@ -921,13 +922,13 @@ class Engine:
         if not len(slots):
             return
         try:
-            conns = self._build_many(slots)
-            for conn in conns:
-                ac = self.app.pop(conn.id - 1, None)
-                if ac is not None:
-                    ac.analyzer.finish(conn)
-                self.stats.connections += 1
-                yield conn
+            for start in range(0, len(slots), BUILD_CHUNK):
+                for conn in self._build_many(slots[start : start + BUILD_CHUNK]):
+                    ac = self.app.pop(conn.id - 1, None)
+                    if ac is not None:
+                        ac.analyzer.finish(conn)
+                    self.stats.connections += 1
+                    yield conn
         finally:
             release(self.free, self.G, slots)
 
@@ -1235,7 +1236,7 @@ class CaptureAnalysis:
             if conn.events:
                 for kind, n in _event_totals(conn):
                     ev.events[kind] += n
-            if conn.state not in _CLEAN_STATES or conn.events or conn.app:
+            if conn.state not in _CLEAN_STATES or conn.events:
                 ev.connections.append(conn)
             elif ev.clean_kept < self.keep_clean:
                 ev.connections.append(conn)
