@@ -346,7 +346,10 @@ def _segment_match(pattern: str, path: str, prefix_ok: bool) -> int | None:
         else:
             score += 2
     if len(s_segs) == len(p_segs):
-        return score + (1 if path.endswith("/") == pattern.endswith("/") else 0)
+        same_slash = path.endswith("/") == pattern.endswith("/") or not p_segs
+        if prefix_ok and not same_slash and not pattern.endswith("/"):
+            return None  # ServeMux: "/healthz" does not serve "/healthz/"
+        return score + (1 if same_slash else 0)
     if prefix_ok and pattern.endswith("/"):
         return score
     return None
