@@ -258,14 +258,17 @@ def scan(
     ctx.options.update(node_snapshot=node_snapshot, service_cidr=service_cidr, pcap=pcap_file)
     ctx.notes.extend(s.note() for s in files.skipped)
     ctx.log(f"config {cfg.path or '(none)'}; {files.count} files found")
-    with _progress(files.count) as advance:
-        ctx.advance = advance
-        for collect in COLLECTORS:
-            collect(ctx)
-    ctx.bag.add("config", cfg)  # the [[match]] table of the cross-layer rules
-    policy = opts.policy(cfg)
-    policy.suppressors.extend(ctx.suppressors)
-    findings = list(run_rules(ctx.bag, policy.enabled_rules()))
+    # evidence records live until the end of the run: cyclic garbage collection would re-scan a
+    # growing heap for nothing (as costly as parsing on 10,000 documents)
+    with manifests.gc_paused():
+        with _progress(files.count) as advance:
+            ctx.advance = advance
+            for collect in COLLECTORS:
+                collect(ctx)
+        ctx.bag.add("config", cfg)  # the [[match]] table of the cross-layer rules
+        policy = opts.policy(cfg)
+        policy.suppressors.extend(ctx.suppressors)
+        findings = list(run_rules(ctx.bag, policy.enabled_rules()))
     if verbose:  # which container runs which Go server, and which could not be matched (docs/matching.md)
         from tcpdoctor.rules._matching import explain
 

@@ -24,7 +24,9 @@ document, so a fix edits them in place and dumps ``[d.data for d in docs]`` with
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tcpdoctor.evidence.manifests import ManifestSet
@@ -56,6 +58,7 @@ __all__ = [
     "collect",
     "collect_files",
     "extract",
+    "gc_paused",
     "is_helm_template",
     "kube_objects",
     "load_text",
@@ -93,11 +96,28 @@ def add_file(mset: ManifestSet, path: Path) -> None:
 def collect_files(files: list[Path], progress: Callable[[Path], None] | None = None) -> ManifestSet:
     """A ManifestSet from a list of manifest files (already walked); ``progress`` is called per file."""
     mset = ManifestSet()
-    for path in files:
-        add_file(mset, path)
-        if progress is not None:
-            progress(path)
+    with gc_paused():
+        for path in files:
+            add_file(mset, path)
+            if progress is not None:
+                progress(path)
     return mset
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while building many long-lived records.
+
+    Every loaded document stays alive (records point into it), so each collection re-scans a
+    growing heap for nothing: on 10,000 documents the collector alone cost as much as parsing.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def collect(paths: list[Path], progress: Callable[[Path], None] | None = None) -> ManifestSet:

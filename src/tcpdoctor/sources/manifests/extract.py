@@ -55,6 +55,7 @@ _PROBE_INT_FIELDS = {
     "failureThreshold": "failure_threshold",
 }
 _HANDLERS: tuple[HandlerKind, ...] = ("httpGet", "tcpSocket", "grpc", "exec")
+_PROBE_FIELD_SET = frozenset({*_PROBE_INT_FIELDS, *_HANDLERS})
 _SLEEP_IN_SHELL = re.compile(r"(?:^|[;&|(\s])sleep\s+(\d+(?:\.\d+)?)(s?)\b")
 
 
@@ -177,6 +178,31 @@ def parse_cpu(value: Any) -> int | None:
 # -- records -----------------------------------------------------------------------------
 
 
+_HANDLER_SET = frozenset(_HANDLERS)
+_SUB_FIELDS = frozenset({"port", "host", "path", "scheme", "service", "command"})
+
+
+def _fields(
+    path: str, mapping: Any, wanted: frozenset[str] | dict[str, str]
+) -> Iterator[tuple[str, Any, Location]]:
+    """(key, value, location) for the keys of ``mapping`` in ``wanted``, in one pass (the hot path).
+
+    The location is the value's for a scalar and the key's for a block, as value_location says.
+    """
+    lc = getattr(mapping, "lc", None)
+    data = lc.data if lc is not None else None
+    for key, value in mapping.items():
+        if key not in wanted:
+            continue
+        pos = data.get(key) if data is not None else None
+        if pos is None:
+            yield key, value, node_location(path, mapping)
+        elif isinstance(value, dict | list):
+            yield key, value, Location(path, pos[0] + 1, pos[1] + 1)
+        else:
+            yield key, value, Location(path, pos[2] + 1, pos[3] + 1)
+
+
 def _probe(path: str, kind: ProbeKind, container: dict[Any, Any], key: str) -> Probe | None:
     spec = container.get(key)
     if not isinstance(spec, dict):
@@ -185,44 +211,40 @@ def _probe(path: str, kind: ProbeKind, container: dict[Any, Any], key: str) -> P
     probe = Probe(kind=kind, handler=handler, location=key_location(path, container, key), raw=spec)
     explicit: set[str] = set()
     locations: dict[str, Location] = {}
-    for field_name, attr in _PROBE_INT_FIELDS.items():
-        if field_name not in spec:
-            continue
-        explicit.add(field_name)
-        locations[field_name] = value_location(path, spec, field_name)
-        number = _int(spec[field_name])
-        if number is None or number == 0:
-            # the API server defaults a zero (or absent) field: SetDefaults_Probe in
-            # pkg/apis/core/v1/defaults.go; the written value stays in probe.raw (rule PRB010)
-            number = PROBE_DEFAULTS[field_name]
-        setattr(probe, attr, number)
-    for h in _HANDLERS:
-        if h in spec:
-            explicit.add(h)
-            locations[h] = key_location(path, spec, h)
+    for name, value, where in _fields(path, spec, _PROBE_FIELD_SET):
+        explicit.add(name)
+        locations[name] = where
+        attr = _PROBE_INT_FIELDS.get(name)
+        if attr is not None:
+            number = _int(value)
+            if number is None or number == 0:
+                # the API server defaults a zero (or absent) field: SetDefaults_Probe in
+                # pkg/apis/core/v1/defaults.go; the written value stays in probe.raw (rule PRB010)
+                number = PROBE_DEFAULTS[name]
+            setattr(probe, attr, number)
     body = _map(spec.get(handler))
+    for name, _value, where in _fields(path, body, _SUB_FIELDS):
+        if name == "command" and handler != "exec":
+            continue
+        explicit.add(name)
+        locations[name] = where
     if handler in ("httpGet", "tcpSocket", "grpc"):
         probe.port = _port(body.get("port"))
         probe.host = _str(body.get("host")) or None
-        for sub in ("port", "host", "path", "scheme", "service"):
-            if sub in body:
-                explicit.add(sub)
-                locations[sub] = value_location(path, body, sub)
     if handler == "httpGet":
         probe.path = _str(body.get("path"))
         probe.scheme = (_str(body.get("scheme")) or "HTTP").upper()
-        probe.headers = [
-            (str(h.get("name", "")), str(h.get("value", "")))
-            for h in _list(body.get("httpHeaders"))
-            if isinstance(h, dict)
-        ]
+        headers = body.get("httpHeaders")
+        if headers:
+            probe.headers = [
+                (str(h.get("name", "")), str(h.get("value", "")))
+                for h in _list(headers)
+                if isinstance(h, dict)
+            ]
     elif handler == "grpc":
         probe.grpc_service = _str(body.get("service"))
     elif handler == "exec":
         probe.command = [str(c) for c in _list(body.get("command")) if c is not None]
-        if "command" in body:
-            explicit.add("command")
-            locations["command"] = key_location(path, body, "command")
     probe.explicit = frozenset(explicit)
     probe.field_locations = locations
     return probe
