@@ -378,3 +378,50 @@ def test_srv002_idle_shorter_than_istio_sidecar(findings: Run) -> None:
 def test_srv002_no_sidecar_injection(findings: Run) -> None:
     src = server("\t\tReadHeaderTimeout: 5 * time.Second,\n\t\tIdleTimeout: 90 * time.Second,\n")
     assert findings(src, "SRV002", manifests=ISTIO_MANIFESTS.replace('"true"', '"false"')) == []
+
+
+GIN = """package main
+
+import "github.com/gin-gonic/gin"
+
+func main() {
+	r := gin.Default()
+	r.GET("/healthz", func(c *gin.Context) { c.String(200, "ok") })
+	r.Run(%s)
+}
+"""
+
+ECHO = """package main
+
+import (
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+func main() {
+	e := echo.New()
+%s	e.Start(":1323")
+}
+"""
+
+
+def test_gin_run_serves_with_the_package_defaults(findings: Run) -> None:
+    found = findings(GIN % "", "SRV001")
+    assert len(found) == 1
+    assert 'r.Run(":8080") (gin.Engine.Run calls http.ListenAndServe)' in found[0].message
+    assert len(findings(GIN % '":9000"', "SRV004")) == 1
+
+
+def test_gin_engine_served_by_an_http_server_is_not_run(findings: Run) -> None:
+    src = (GIN % "").replace("\tr.Run()\n", "\t_ = r\n")
+    assert findings(src, "SRV001") == []
+
+
+def test_echo_start_zero_server(findings: Run) -> None:
+    found = findings(ECHO % "", "SRV001")
+    assert len(found) == 1 and "http.Server e.Server" in found[0].message
+
+
+def test_echo_start_with_header_timeout(findings: Run) -> None:
+    assert findings(ECHO % "\te.Server.ReadHeaderTimeout = 5 * time.Second\n", "SRV001") == []

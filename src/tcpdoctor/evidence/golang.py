@@ -188,6 +188,7 @@ class ListenCall:
     port: int | None = None
     handler_ref: str | None = None  # "nil" / "" means http.DefaultServeMux
     server: str | None = None  # receiver text when a method call (srv.ListenAndServe())
+    framework: str | None = None  # "gin.Engine.Run": a framework call that serves with the package defaults
 
     @property
     def subject(self) -> Subject:

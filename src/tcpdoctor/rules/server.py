@@ -52,6 +52,8 @@ def _package_level(program: GoProgram) -> Iterator[ListenCall]:
 
 def _call_text(call: ListenCall) -> str:
     addr = f'"{call.addr.value}"' if call.addr.is_set else (call.addr.text or "...")
+    if call.framework:
+        return f"{call.handler_ref}.{call.framework.rsplit('.', 1)[-1]}({addr}) ({call.framework} calls http.{call.func})"
     return f"http.{call.func}({addr}, ...)"
 
 

@@ -33,6 +33,8 @@ SERVER_FIELDS = {
     "Addr": ("addr", False),
 }
 LISTEN_FUNCS = {"ListenAndServe", "ListenAndServeTLS", "Serve", "ServeTLS"}
+GIN_MAKERS = {"Default", "New"}
+GIN_DEFAULT_ADDR = ":8080"  # gin resolveAddress(): $PORT, else :8080
 
 
 def _set_field(ctx: FileContext, server: HttpServer, field: str, value_node: Node | None) -> None:
@@ -151,6 +153,7 @@ def find_servers(ctx: FileContext, program: GoProgram) -> list[HttpServer]:
                     package=ctx.package.name,
                 )
             )
+    found.extend(_echo_servers(ctx))
     program.servers.extend(found)
     return found
 
@@ -213,6 +216,38 @@ def scan_calls(ctx: FileContext, servers: list[HttpServer], program: GoProgram) 
             continue
         if name in LISTEN_FUNCS:
             _listen_call(ctx, call, operand, name, http_alias, servers, program)
+        elif (
+            name in ("Run", "RunTLS")
+            and operand
+            and _made_by(ctx, call, operand, "gin-gonic/gin", GIN_MAKERS)
+        ):
+            _gin_run(ctx, call, operand, name, program)
+        elif (
+            name in ("Start", "StartTLS")
+            and operand
+            and _made_by(ctx, call, operand, "labstack/echo", {"New"})
+        ):
+            server = _server_for(servers, f"{operand}.Server", ctx, call)
+            if server is not None:
+                server.serve_calls.append(ctx.loc(call))
+                args = arguments(call)
+                if args and not server.addr.is_set:
+                    server.addr = values.go_value(ctx, args[0])
+                    server.port = values.port_of(server.addr)
+                program.listen_calls.append(
+                    ListenCall(
+                        func="ListenAndServe",
+                        location=ctx.loc(call),
+                        enclosing=ctx.func_name_at(call),
+                        package=ctx.package.name,
+                        package_level=False,
+                        addr=server.addr,
+                        port=server.port,
+                        handler_ref=operand,
+                        server=server.name,
+                        framework=f"echo.Echo.{name}",
+                    )
+                )
         elif name == "SetKeepAlivesEnabled":
             args = arguments(call)
             server = _server_for(servers, operand, ctx, call)
@@ -221,7 +256,9 @@ def scan_calls(ctx: FileContext, servers: list[HttpServer], program: GoProgram) 
                 server.keep_alives_disabled_func = ctx.func_name_at(call)
         elif name == "Shutdown" and operand:
             args = arguments(call)
-            server = _server_for(servers, operand, ctx, call)
+            server = _server_for(servers, operand, ctx, call) or _server_for(
+                servers, f"{operand}.Server", ctx, call
+            )
             if (
                 server is None
                 and not any(_looks_server(operand, s.name) for s in servers)
@@ -308,6 +345,64 @@ def _listen_call(
                 server.port = values.port_of(addr)
         listen.addr, listen.port = server.addr, server.port
     program.listen_calls.append(listen)
+
+
+def _made_by(ctx: FileContext, at: Node, operand: str, import_fragment: str, makers: set[str]) -> bool:
+    """Is ``operand`` a value built by ``pkg.Default()`` / ``pkg.New()`` of the given framework?"""
+    if not operand.isidentifier() or not ctx.imports_like(import_fragment):
+        return False
+    found = ctx.lookup(operand, at)
+    if found is None or found[0] is None or found[0].type != "call_expression":
+        return False
+    pkg, name, _ = call_parts(found[0])
+    return name in makers and import_fragment in (found[1].pkg_of(pkg) or "")
+
+
+def _gin_run(ctx: FileContext, call: Node, operand: str, name: str, program: GoProgram) -> None:
+    """gin's Engine.Run(addr) is http.ListenAndServe(addr, engine): the package defaults, no timeouts."""
+    args = arguments(call)
+    if args:
+        addr = values.go_value(ctx, args[0])
+    else:
+        addr = GoValue("set", GIN_DEFAULT_ADDR, ctx.loc(call), f"{operand}.{name}()", "env-default")
+    program.listen_calls.append(
+        ListenCall(
+            func="ListenAndServeTLS" if name == "RunTLS" else "ListenAndServe",
+            location=ctx.loc(call),
+            enclosing=ctx.func_name_at(call),
+            package=ctx.package.name,
+            package_level=True,
+            addr=addr,
+            port=values.port_of(addr),
+            handler_ref=operand,
+            framework=f"gin.Engine.{name}",
+        )
+    )
+
+
+def _echo_servers(ctx: FileContext) -> list[HttpServer]:
+    """echo.New() builds `e.Server = new(http.Server)`: a zero server until its fields are set."""
+    found: list[HttpServer] = []
+    for call in ctx.caps.get("call", []):
+        operand, name, _ = call_parts(call)
+        if (
+            name in ("Start", "StartTLS")
+            and operand
+            and _made_by(ctx, call, operand, "labstack/echo", {"New"})
+        ):
+            if any(s.name == f"{operand}.Server" for s in found):
+                continue
+            span = ctx.func_at(call)
+            found.append(
+                HttpServer(
+                    name=f"{operand}.Server",
+                    location=ctx.loc(call),
+                    func=span.top().name if span else f"{ctx.package.name}.init",
+                    package=ctx.package.name,
+                    handler_ref=operand,
+                )
+            )
+    return found
 
 
 def _listener_addr(ctx: FileContext, node: Node) -> GoValue:
