@@ -1,9 +1,9 @@
 """A pooled keep-alive connection reused after the server closed it: the request gets a RST.
 
-The server (IdleTimeout 1 s) closes idle connections, but its FIN never reaches the client:
+The server (IdleTimeout 2 s) closes idle connections, but its FIN never reaches the client:
 iptables in the server's namespace drops it, as a load balancer or NAT that silently
 expired the connection would. The Go client (IdleConnTimeout 90 s) reuses the pooled
-connection 1.5 s later; the server's kernel answers the request with a RST.
+connection 3 s later; the server's kernel answers the request with a RST.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ DROP_FIN = [
 
 def play(ctx: LabContext) -> None:
     client, server = ctx.pair()
-    ctx.start_server(server, "-idle-timeout", "1s")
+    ctx.start_server(server, "-idle-timeout", "2s")
     server.run(DROP_FIN)
     capture = ctx.capture(client, ctx.client_if, "client")
     lines = ctx.run_client(
@@ -38,9 +38,9 @@ def play(ctx: LabContext) -> None:
         "-method",
         "POST",
         "-n",
-        "4",
+        "3",
         "-interval",
-        "1500ms",
+        "3s",
         "-idle-conn-timeout",
         "90s",
     )
@@ -53,7 +53,7 @@ def play(ctx: LabContext) -> None:
 
 SCENARIO = Scenario(
     name="idle-reuse-reset",
-    summary="server IdleTimeout 1 s, client IdleConnTimeout 90 s, requests 1.5 s apart: reuse of a dead connection",
+    summary="server IdleTimeout 2 s, client IdleConnTimeout 90 s, requests 3 s apart: reuse of a dead connection",
     play=play,
     expect=("PCP003", "XL006", "XL008"),
 )

@@ -1,4 +1,4 @@
-// inventory: closes idle keep-alive connections after 1 s; its caller keeps pooled
+// inventory: closes idle keep-alive connections after 2 s; its caller keeps pooled
 // connections for 90 s and reuses them.
 package main
 
@@ -35,7 +35,7 @@ func main() {
 		Addr:              ":8080",
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       1 * time.Second,
+		IdleTimeout:       2 * time.Second,
 	}
 	log.Fatal(srv.ListenAndServe())
 }
