@@ -183,8 +183,8 @@ def result_of(session: AppSession, error: str | None = None) -> AppResult:
 class AppAnalyzer:
     """A :class:`tcpdoctor.evidence.pcap.StreamAnalyzer` around an :class:`AppSession`."""
 
-    def __init__(self) -> None:
-        self.session = AppSession()
+    def __init__(self, session: AppSession | None = None) -> None:
+        self.session = session or AppSession()
         self.gap_error: str | None = None
 
     def data(self, direction: Direction, data: bytes, frame: int, ts: float) -> int:
@@ -230,11 +230,11 @@ class AppAnalyzerFactory:
     def open(self, conn: Connection, direction: Direction, first: bytes) -> AppAnalyzer | None:
         if direction is not Direction.CLIENT:
             return None
-        probe = AppSession()
-        probe.sniff(first)
-        if probe.protocol == "other":
+        session = AppSession()
+        session.sniff(first)  # the first data() call sees the same bytes: the choice stands
+        if session.protocol == "other":
             return None
-        return AppAnalyzer()
+        return AppAnalyzer(session)
 
 
 def app_result(conn: Connection) -> AppResult | None:

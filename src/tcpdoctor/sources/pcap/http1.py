@@ -42,6 +42,7 @@ KEPT_HEADERS = frozenset(
         "http2-settings",
     }
 )
+_KEPT_BYTES = {name.encode(): name for name in KEPT_HEADERS}
 METHODS = (b"GET", b"POST", b"PUT", b"HEAD", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE", b"PRI")
 _REQUEST_LINE = re.compile(rb"^([A-Z]+) (\S+) HTTP/(\d\.\d)$")
 _STATUS_LINE = re.compile(rb"^HTTP/(\d\.\d) (\d{3})(?: (.*))?$")
@@ -55,7 +56,7 @@ def looks_like_http1_request(data: bytes) -> bool:
     return any(data.startswith(m + b" ") for m in METHODS if m != b"PRI")
 
 
-@dataclass
+@dataclass(slots=True)
 class Head:
     """The parts of a request or response head that the rules use."""
 
@@ -83,7 +84,7 @@ class Head:
         return "close" in tokens or (self.version == "1.0" and "keep-alive" not in tokens)
 
 
-@dataclass
+@dataclass(slots=True)
 class Request(Head):
     method: str = ""
     target: str = ""
@@ -98,7 +99,7 @@ class Request(Head):
         return self.user_agent.startswith(PROBE_AGENT)
 
 
-@dataclass
+@dataclass(slots=True)
 class Response(Head):
     status: int = 0
     reason: str = ""
@@ -113,7 +114,7 @@ class Response(Head):
         return self.content_type in ("text/event-stream", "application/x-ndjson", "application/stream+json")
 
 
-@dataclass
+@dataclass(slots=True)
 class Exchange:
     """One request and (when seen) its response, in the order they were sent on the connection."""
 
@@ -329,7 +330,15 @@ class Http1Parser:
                     pos += 1
                 if pos >= len(view):
                     break
-            rest = bytes(view[pos:])
+            if not d.buf:
+                end = data.find(b"\r\n\r\n", pos)  # the usual case: the whole head in this segment
+                if end >= 0:
+                    raw = data[pos : end + 4]
+                    pos = end + 4
+                    if not self._on_head(d, raw, frame, ts, is_client=is_client):
+                        return b""
+                    continue
+            rest = data[pos:]
             end = (d.buf[-3:] + rest).find(b"\r\n\r\n") if len(d.buf) else rest.find(b"\r\n\r\n")
             if end < 0:
                 d.buf += rest
@@ -356,10 +365,8 @@ class Http1Parser:
         headers: dict[str, str] = {}
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
-            if not sep:
-                continue
-            key = name.strip().lower().decode("latin-1")
-            if key in KEPT_HEADERS and key not in headers:
+            key = _KEPT_BYTES.get(name.strip().lower()) if sep else None
+            if key is not None and key not in headers:
                 headers[key] = value.strip().decode("latin-1")[:512]
         if is_client:
             m = _REQUEST_LINE.match(start)
