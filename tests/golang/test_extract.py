@@ -431,3 +431,19 @@ func main() {
     assert len(server.serve_calls) == 1 and len(server.shutdown_calls) == 1
     assert server.idle_timeout.seconds == 90.0
     assert server.shutdown_calls[0].timeout.state == "unset"  # context.Background(): no deadline
+
+
+def test_url_literals_of_a_config_package(go_program: Analyse) -> None:
+    program = go_program(
+        {
+            "config/config.go": """package config
+
+// see "http://example.com/docs" for the format
+const Ingest = "http://ingest.markets.svc:9090"
+
+var Other = "https://api.default.svc.cluster.local/v1"
+""",
+        }
+    )
+    got = sorted((v.value, v.location.line if v.location else None) for v in program.url_strings)
+    assert got == [("http://ingest.markets.svc:9090", 4), ("https://api.default.svc.cluster.local/v1", 6)]

@@ -62,9 +62,14 @@ def _urls(path: str, source: bytes) -> list[GoValue]:
     out: list[GoValue] = []
     if b"://" not in source:
         return out
+    line, counted = 1, 0
     for match in URL_LITERAL.finditer(source):
+        line += source.count(b"\n", counted, match.start())
+        counted = match.start()
         line_start = source.rfind(b"\n", 0, match.start()) + 1
-        loc = Location(path, source.count(b"\n", 0, match.start()) + 1, match.start() - line_start + 1)
+        if source[line_start : match.start()].lstrip().startswith(b"//"):
+            continue  # in a comment
+        loc = Location(path, line, match.start() - line_start + 1)
         url = match.group(1).decode("utf-8", "replace")
         out.append(GoValue("set", url, loc, f'"{url}"'))
     return out
@@ -110,10 +115,13 @@ def analyse_package(directory: str, paths: list[str]) -> GoProgram:
             gofile.main_location = Location(path, source.count(b"\n", 0, main.start()) + 1, 1)
             program.main_packages.append(MainPackage(directory, gofile.main_location))
         program.files.append(gofile)
-        program.url_strings.extend(_urls(path, source))
         interesting = interesting or any(marker in source for marker in INTERESTING)
         parsed.append((path, source, gofile, tree))
     if not interesting:
+        # URL literals of packages that make no requests themselves (a config package): the
+        # clients extractor reads the string literals of the others from their trees
+        for path, source, _gofile, _tree in parsed:
+            program.url_strings.extend(_urls(path, source))
         return program
     contexts: list[FileContext] = []
     for path, source, _gofile, tree in parsed:
