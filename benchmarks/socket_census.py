@@ -12,6 +12,7 @@ round, it times:
   - tcpdoctor's census (tcpdoctor.sources.node.sockets.census: raw NETLINK_SOCK_DIAG dumps
     parsed with struct, counting states and grouping peers; listener owners off, as ss -tan);
   - `ss -tan state all | wc -l` run through the shell (what a user would type);
+  - the census with listener owners (/proc/<pid>/fd), as `tcpdoctor node` runs it;
   - pyroute2's DiagSocket.get_sock_stats() on the same sockets (one round: it is slow),
     the reason the census does not use it.
 Medians are printed; --record writes them as a section of benchmarks/RESULTS.md.
@@ -101,10 +102,11 @@ def inner(connections: int, rounds: int) -> dict[str, object]:
     try:
         census = sockets.census(owners=False)
         ss_lines = ss()
-        ours, theirs = [], []
+        ours, theirs, owned = [], [], []
         for _ in range(rounds):
             ours.append(_timed(lambda: sockets.census(owners=False)))
             theirs.append(_timed(ss))
+            owned.append(_timed(lambda: sockets.census(owners=True)))
         pyroute2_times = []
         try:
             from pyroute2 import DiagSocket
@@ -137,6 +139,8 @@ def inner(connections: int, rounds: int) -> dict[str, object]:
         "ss": statistics.median(theirs),
         "ss_all": theirs,
         "pyroute2": statistics.median(pyroute2_times) if pyroute2_times else None,
+        "owners": statistics.median(owned),
+        "owners_all": owned,
     }
 
 
@@ -159,6 +163,10 @@ def record(result: dict[str, object], command: str) -> None:
         + " |",
         f"| `ss -tan state all \\| wc -l` | {ss * 1000:.0f} ms | "
         + ", ".join(f"{t * 1000:.0f}" for t in result["ss_all"])  # type: ignore[attr-defined]
+        + " |",
+        f"| census + listener owners via /proc/<pid>/fd (what `tcpdoctor node` runs) | "
+        f"{float(result['owners']) * 1000:.0f} ms | "  # type: ignore[arg-type]
+        + ", ".join(f"{t * 1000:.0f}" for t in result["owners_all"])  # type: ignore[attr-defined]
         + " |",
         "| pyroute2 DiagSocket.get_sock_stats (not used) | "
         + (f"{float(pyroute2) * 1000:.0f} ms" if pyroute2 is not None else "failed")  # type: ignore[arg-type]
@@ -229,6 +237,7 @@ def main() -> None:
     )
     print(f"tcpdoctor census median {census * 1000:.0f} ms over {args.rounds} rounds")
     print(f"ss -tan state all | wc -l median {ss * 1000:.0f} ms over {args.rounds} rounds")
+    print(f"census with listener owners median {result['owners'] * 1000:.0f} ms over {args.rounds} rounds")
     if result["pyroute2"] is not None:
         print(f"pyroute2 DiagSocket {result['pyroute2'] * 1000:.0f} ms (one round)")
     print(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -168,3 +169,19 @@ def test_ipvs_absent_is_silent_and_unreadable_is_reported(tmp_path: Path) -> Non
         pytest.skip("IPVS is really loaded here: the genetlink family would answer")
     assert links._ipvs(skipped, marker) is None
     assert skipped["ipvs timeouts"].startswith("IPVS is loaded but its timeouts could not be read")
+
+
+def test_owner_of_a_listener_on_a_high_descriptor_is_found() -> None:
+    fillers = [os.open("/dev/null", os.O_RDONLY) for _ in range(120)]
+    server = socket.socket()
+    try:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        assert server.fileno() >= 100  # read in the second pass of _owners
+        census = sockets.census()
+        (mine,) = [lst for lst in census.listeners if lst.local == f"127.0.0.1:{server.getsockname()[1]}"]
+        assert mine.pid == os.getpid()
+    finally:
+        server.close()
+        for fd in fillers:
+            os.close(fd)
