@@ -183,8 +183,10 @@ def test_cli004_transport_built_in_loop(findings: Run) -> None:
         func pollAll(urls []string) {
             for _, u := range urls {
                 t := &http.Transport{IdleConnTimeout: time.Second}
-                _ = t
-                _ = u
+                c := &http.Client{Transport: t, Timeout: time.Second}
+                if resp, err := c.Get(u); err == nil {
+                    resp.Body.Close()
+                }
             }
         }
         """,
@@ -493,5 +495,38 @@ def test_cli001_a_type_of_our_own_named_default_client_is_not_net_http(findings:
         }
         """,
         "CLI001",
+    )
+    assert got == []
+
+
+def test_cli004_one_transport_per_configured_upstream_is_fine(findings: Run) -> None:
+    got = findings(
+        """
+        var transports = map[string]*http.Transport{}
+
+        func setup(upstreams []string) {
+            for _, u := range upstreams {
+                transports[u] = &http.Transport{IdleConnTimeout: 30 * time.Second}
+            }
+        }
+        """,
+        "CLI004",
+    )
+    assert got == []
+
+
+def test_cli004_transport_built_once_inside_a_handler_is_fine(findings: Run) -> None:
+    got = findings(
+        """
+        var once sync.Once
+        var shared *http.Client
+
+        func handler(w http.ResponseWriter, r *http.Request) {
+            once.Do(func() {
+                shared = &http.Client{Transport: &http.Transport{IdleConnTimeout: 30 * time.Second}}
+            })
+        }
+        """,
+        "CLI004",
     )
     assert got == []

@@ -122,9 +122,19 @@ def extract_package(contexts: list[FileContext], program: GoProgram) -> None:
 # --- values built in a handler or a loop ------------------------------------------------------------
 
 
+SENDS_REQUEST = re.compile(r"\.(?:Do|Get|Post|Head|PostForm|RoundTrip)\(")
+
+
 def _per_request(ctx: FileContext, node: Node) -> tuple[bool, bool, str]:
-    """(in a handler, in a loop, enclosing function name) for a value built at ``node``."""
+    """(built once per incoming request, once per iteration of a loop that sends requests, function).
+
+    Inside a ``once.Do(func() {...})`` nothing is per request. A loop counts only when its body also
+    sends requests: a loop that builds one transport per configured upstream at start-up is fine.
+    """
     span = ctx.func_at(node)
+    name = span.top().name if span else f"{ctx.package.name}.init"
+    if _inside_once(node):
+        return False, False, name
     in_handler = False
     cur: FuncSpan | None = span
     while cur is not None:
@@ -132,9 +142,22 @@ def _per_request(ctx: FileContext, node: Node) -> tuple[bool, bool, str]:
             in_handler = True
             break
         cur = cur.parent
-    in_loop = span is not None and ctx.in_loop(node, within=span) is not None
-    name = span.top().name if span else f"{ctx.package.name}.init"
+    loop = ctx.in_loop(node, within=span) if span is not None else None
+    in_loop = loop is not None and SENDS_REQUEST.search(text(loop)) is not None
     return in_handler, in_loop, name
+
+
+def _inside_once(node: Node) -> bool:
+    cur = node.parent
+    while cur is not None:
+        if cur.type == "func_literal":
+            call = cur.parent.parent if cur.parent is not None else None  # argument_list -> call
+            if call is not None and call.type == "call_expression":
+                operand, name, _ = call_parts(call)
+                if name == "Do" and "once" in operand.lower():
+                    return True
+        cur = cur.parent
+    return False
 
 
 def _qualified(ctx: FileContext, type_node: Node | None) -> tuple[str, str] | None:
