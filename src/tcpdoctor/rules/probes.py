@@ -750,8 +750,9 @@ def grace_shorter_than_drain(bag: EvidenceBag) -> Iterator[Finding]:
                 )
             )
         yield grace_shorter_than_drain.finding(
-            f"terminationGracePeriodSeconds {grace} is shorter than {sleep_text}{drain_text} = "
-            f"{fmt_seconds(sleep + drain)}: the kubelet sends SIGKILL while requests are still draining",
+            f"terminationGracePeriodSeconds {grace} is shorter than {sleep_text}{drain_text}"
+            + (f" = {fmt_seconds(sleep + drain)}" if sleep_text else "")
+            + ": the kubelet sends SIGKILL while requests are still draining",
             location=w.grace_location or w.pod_spec_location or w.location,
             subject=w.subject(),
             evidence=evidence,
