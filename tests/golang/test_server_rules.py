@@ -425,3 +425,15 @@ def test_echo_start_zero_server(findings: Run) -> None:
 
 def test_echo_start_with_header_timeout(findings: Run) -> None:
     assert findings(ECHO % "\te.Server.ReadHeaderTimeout = 5 * time.Second\n", "SRV001") == []
+
+
+def test_srv003_stream_that_moves_its_write_deadline(findings: Run) -> None:
+    stream = STREAM.replace(
+        "\trc := http.NewResponseController(w)\n",
+        "\trc := http.NewResponseController(w)\n\trc.SetWriteDeadline(time.Time{})\n",
+    )
+    src = (
+        server("\t\tWriteTimeout: 10 * time.Second,\n", body='\tmux.HandleFunc("GET /events", events)\n')
+        + stream
+    )
+    assert findings(src, "SRV003") == []

@@ -270,6 +270,7 @@ class Handler:
     sync: list[SyncUse] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)  # callees, as written (`s.db.PingContext`, `check`)
     connection_close: Location | None = None  # w.Header().Set("Connection", "close")
+    write_deadline: Location | None = None  # http.NewResponseController(w).SetWriteDeadline(...)
 
     @property
     def key(self) -> str:

@@ -172,8 +172,8 @@ def write_timeout_cuts_streams(bag: EvidenceBag) -> Iterator[Finding]:
         if wt.seconds is None or wt.seconds <= 0:
             continue
         for reg, handler in served_handlers(program, server):
-            if not handler.streaming:
-                continue
+            if not handler.streaming or handler.write_deadline is not None:
+                continue  # a stream that moves its own write deadline is not cut
             yield write_timeout_cuts_streams.finding(
                 f"{server_label(server)} has WriteTimeout {seconds_text(wt)} and serves the streaming handler "
                 f"{handler.name} at {route_label(reg)}: every stream is cut {seconds_text(wt)} after its "

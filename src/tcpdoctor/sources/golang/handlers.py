@@ -187,6 +187,8 @@ def collect(ctx: FileContext, span: FuncSpan, handler: Handler, *, top: bool, de
             handler.write_loop = handler.write_loop or ctx.loc(call)
             handler.loop_exits_on_context = True  # and stops when the client is gone
             handler.uses_request_context = True
+        elif name == "SetWriteDeadline" and args:
+            handler.write_deadline = handler.write_deadline or ctx.loc(call)
         elif (name in ("Set", "Add") and operand.endswith("Header()") and len(args) == 2) or (
             name == "Header" and gin_or_echo and operand == gin_or_echo and len(args) == 2
         ):
