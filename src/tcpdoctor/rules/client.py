@@ -344,14 +344,19 @@ def long_lived_connection_without_pings(bag: EvidenceBag) -> Iterator[Finding]:
                 + " (e.g. 30 * time.Second) and a ping timeout (e.g. 15 * time.Second)"
             ),
         )
+    services = {svc.name for svc in manifests.services} if (manifests := bag.maybe("manifests")) else set()
     for dial in program.grpc_dials:
         if dial.keepalive or suppressed(program, "CLI006", dial.location):
             continue
-        target = dial.target.value if dial.target.is_set else (dial.target.text or "an unknown target")
+        target = str(dial.target.value) if dial.target.is_set else (dial.target.text or "an unknown target")
+        kind = grpc_target_kind(target if dial.target.is_set else None, services)
+        if kind == "external":
+            continue  # not a Kubernetes Service: out of this rule's scope
+        via = "through a Kubernetes Service" if kind == "service" else f"if {target} is a Kubernetes Service"
         yield long_lived_connection_without_pings.finding(
             f"gRPC connection to {target} is dialled without grpc.WithKeepaliveParams: its one long-lived "
             "HTTP/2 connection is never health-checked (a vanished peer holds RPCs for ~15 min) and, "
-            "through a Kubernetes Service, stays pinned to one pod, so load is never rebalanced",
+            f"{via}, it stays pinned to one pod, so load is never rebalanced",
             location=dial.location,
             subject=go_subject(dial.func, dial.location),
             evidence=[go_evidence(f"grpc dial target {target}", dial.location)],
@@ -360,7 +365,18 @@ def long_lived_connection_without_pings(bag: EvidenceBag) -> Iterator[Finding]:
                 "Timeout: 10 * time.Second}) and set MaxConnectionAge on the server "
                 "(or use a headless Service with client-side load balancing)"
             ),
+            severity=Severity.WARNING if kind == "service" else Severity.INFO,
         )
+
+
+def grpc_target_kind(target: str | None, services: set[str]) -> str:
+    """service (a cluster name or a scanned Service) | unknown | external (a public host name)."""
+    if target is None:
+        return "unknown"
+    host = target.split("://", 1)[-1].lstrip("/").rsplit(":", 1)[0].lower()
+    if ".svc" in host or "." not in host or host.split(".")[0] in services:
+        return "service"
+    return "external"
 
 
 # --- CLI007 ------------------------------------------------------------------------------------------
