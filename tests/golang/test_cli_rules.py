@@ -535,6 +535,7 @@ def test_cli004_transport_built_once_inside_a_handler_is_fine(findings: Run) -> 
 def test_cli006_external_grpc_target_is_out_of_scope(findings: Run) -> None:
     target = "dns:///orders.shop.svc.cluster.local:9000"
     assert findings(GRPC_SRC.replace(target, "api.partner.example.com:443") % "", "CLI006") == []
+    assert findings(GRPC_SRC.replace(target, "localhost:9000") % "", "CLI006") == []
     got = findings(GRPC_SRC.replace(target, "orders:9000") % "", "CLI006")
     assert len(got) == 1 and got[0].severity is Severity.WARNING
     unknown = findings(GRPC_SRC.replace('"' + target + '"', "addr") % "", "CLI006")

@@ -373,7 +373,11 @@ def grpc_target_kind(target: str | None, services: set[str]) -> str:
     """service (a cluster name or a scanned Service) | unknown | external (a public host name)."""
     if target is None:
         return "unknown"
+    if target.startswith("unix:"):
+        return "external"
     host = target.split("://", 1)[-1].lstrip("/").rsplit(":", 1)[0].lower()
+    if host in ("localhost", "127.0.0.1", "[::1]", ""):
+        return "external"  # a sidecar in the same pod: no Service, no kube-proxy
     if ".svc" in host or "." not in host or host.split(".")[0] in services:
         return "service"
     return "external"
