@@ -306,6 +306,15 @@ def test_krn001_since_boot_without_a_full_queue_is_a_warning() -> None:
     assert "rerun with --interval" in finding.message
 
 
+def test_krn001_an_idle_listener_with_backlog_0_is_not_full() -> None:
+    snap = healthy()
+    assert snap.sockets is not None
+    snap.sockets.listeners[0].backlog = 0
+    assert "KRN001" not in rules_of(snap)
+    snap.sockets.listeners[0].queued = 1
+    assert "backlog 1/0" in rules_of(snap)["KRN001"][0].message
+
+
 def test_krn003_error_when_nearly_full() -> None:
     snap = healthy()
     snap.sysctls["net.netfilter.nf_conntrack_count"] = "250000"

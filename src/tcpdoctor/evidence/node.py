@@ -51,7 +51,7 @@ class Listener:
         """At or over its backlog: sk_acceptq_is_full() (include/net/sock.h) is
         sk_ack_backlog > sk_max_ack_backlog, so a queue at its limit overflows on the
         next completed handshake."""
-        return self.queued >= self.backlog
+        return self.queued > 0 and self.queued >= self.backlog
 
     def owner(self) -> str:
         if self.pid is None:

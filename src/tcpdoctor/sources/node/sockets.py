@@ -127,7 +127,7 @@ def _owners(inodes: set[int]) -> tuple[dict[int, tuple[int, str]], bool]:
     if not inodes:
         return found, complete
     wanted = {f"socket:[{i}]": i for i in inodes}
-    later: list[tuple[str, list[str]]] = []
+    later: list[str] = []
 
     def match(pid: str, fds: list[str]) -> bool:
         for fd in fds:
@@ -149,20 +149,30 @@ def _owners(inodes: set[int]) -> tuple[dict[int, tuple[int, str]], bool]:
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
+        low, more = [], False
         try:
-            fds = os.listdir(f"/proc/{entry.name}/fd")
+            # /proc/<pid>/fd lists descriptors in ascending order: stop at the first >= 100
+            with os.scandir(f"/proc/{entry.name}/fd") as listing:
+                for fd in listing:
+                    if len(fd.name) > 2:
+                        more = True
+                        break
+                    low.append(fd.name)
         except PermissionError:
             complete = False
             continue
         except OSError:
             continue
-        if match(entry.name, [fd for fd in fds if len(fd) <= 2]):
+        if match(entry.name, low):
             return found, complete
-        rest = [fd for fd in fds if len(fd) > 2]
-        if rest:
-            later.append((entry.name, rest))
-    for pid, fds in later:
-        if match(pid, fds):
+        if more:
+            later.append(entry.name)
+    for pid in later:
+        try:
+            rest = [fd for fd in os.listdir(f"/proc/{pid}/fd") if len(fd) > 2]
+        except OSError:
+            continue
+        if match(pid, rest):
             break
     return found, complete
 
