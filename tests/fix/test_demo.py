@@ -27,6 +27,8 @@ def test_gather_reads_the_example_like_scan_does() -> None:
     assert mset.parse_errors == []
     kinds = {i.kind for i in ctx.inputs}
     assert "manifests" in kinds and "go" in kinds  # the example's Go code is read by scan's Go collector
+    if list((EXAMPLE / "capture").glob("*.pcap*")):
+        assert "pcap" in kinds  # and its capture by scan's --pcap collector
 
 
 def test_demo_json_report_has_several_rule_families() -> None:

@@ -368,3 +368,26 @@ def test_findings_sort_by_file_then_line_then_severity(findings: list[Finding]) 
     lines = [(f.location.path, f.location.line) for f in ordered if f.location]
     assert lines[:2] == [("/abs/path with space/cmd/main.go", 12), ("deploy/api.yaml", 41)]
     assert ordered[-1].severity is Severity.INFO and ordered[-1].location is None
+
+
+def test_sarif_of_a_real_run_validates(sarif_validator: jsonschema.Draft4Validator) -> None:
+    """The demo's findings (every rule family it triggers, evidence in other files) as SARIF."""
+    from typer.testing import CliRunner
+
+    from tcpdoctor.cli import app
+
+    result = CliRunner().invoke(app, ["demo", "--format", "sarif"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in sarif_validator.iter_errors(doc)]
+    assert errors == []
+    run = doc["runs"][0]
+    rules = run["tool"]["driver"]["rules"]
+    assert run["results"] and all(rules[r["ruleIndex"]]["id"] == r["ruleId"] for r in run["results"])
+    manifest_results = [
+        r
+        for r in run["results"]
+        if r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"].endswith(".yaml")
+    ]
+    assert manifest_results  # every manifest finding points at a line
+    assert all(r["locations"][0]["physicalLocation"]["region"]["startLine"] >= 1 for r in manifest_results)

@@ -6,9 +6,9 @@ checkout it is read from ``examples/livefeed``.
 
 The demo is a ``scan`` of that folder: it runs scan's own collectors
 (:data:`tcpdoctor.commands.scan.COLLECTORS`) on a :class:`ScanContext`, so every source scan
-learns (manifests, Go, ...) shows up here too. The capture hook: the files of
-``capture/*.pcap*`` are handed over as ``ctx.options["pcap"]``, the option a scan ``--pcap``
-collector reads; until a collector consumes it, the report says so in a note. The example's
+learns (manifests, Go, ...) shows up here too. The capture hook: the first file of
+``capture/*.pcap*`` is handed over as ``ctx.options["pcap"]``, the option scan's ``--pcap``
+collector reads (a build without that collector says so in a note). The example's
 own ``.tcpdoctor.toml`` (if any) is its config; nothing above it is read.
 """
 
@@ -65,13 +65,15 @@ def gather(root: Path) -> scan_command.ScanContext:
     own = root / CONFIG_NAME
     config = load_config(own) if own.is_file() else Config()
     ctx = scan_command.ScanContext(paths=[root], files=walk([root]), config=config)
-    ctx.options.update(node_snapshot=None, service_cidr=None, pcap=captures(root))
+    pcaps = captures(root)
+    ctx.options.update(node_snapshot=None, service_cidr=None, pcap=pcaps[0] if pcaps else None)
     ctx.notes.extend(s.note() for s in ctx.files.skipped)
+    ctx.notes.extend(f"{extra}: not analysed (scan joins one capture)" for extra in pcaps[1:])
     for collect in scan_command.COLLECTORS:
         collect(ctx)
     ctx.bag.add("config", config)
-    if ctx.options["pcap"] and not ctx.bag.has("pcap"):
-        ctx.notes.append("the example capture was not analysed: this build's scan has no pcap collector yet")
+    if pcaps and not ctx.bag.has("pcap"):
+        ctx.notes.append(f"{pcaps[0]}: not analysed, this build's scan has no pcap collector")
     return ctx
 
 
