@@ -574,3 +574,42 @@ def test_xl003_client_timeout_of_a_package_client_used_by_the_handler(repo) -> N
     got = run(repo({**files, "main.go": src % "10 * time.Second"}), "XL003")
     assert len(got) == 1 and "deps.Get with client Timeout 10 * time.Second" in got[0].message
     assert run(repo({**files, "main.go": src % "time.Second"}), "XL003") == []
+
+
+def test_xl006_target_from_a_url_constant_of_the_package(repo) -> None:  # type: ignore[no-untyped-def]
+    front = """package main
+
+import (
+\t"io"
+\t"net/http"
+\t"time"
+)
+
+const ordersURL = "http://orders.default.svc/orders"
+
+type api struct {
+\tbase   string
+\tclient *http.Client
+}
+
+func newAPI() *api {
+\treturn &api{base: ordersURL, client: &http.Client{Timeout: time.Second, Transport: &http.Transport{IdleConnTimeout: 2 * time.Minute}}}
+}
+
+func (a *api) place() error {
+\tresp, err := a.client.Post(a.base, "application/json", nil)
+\tif err != nil {
+\t\treturn err
+\t}
+\tio.Copy(io.Discard, resp.Body)
+\treturn resp.Body.Close()
+}
+"""
+    files = {
+        "cmd/orders/main.go": server_go(idle="60 * time.Second"),
+        "cmd/front/main.go": front,
+        "deploy/orders.yaml": deployment("orders"),
+    }
+    got = run(repo(files), "XL006")
+    assert len(got) == 1 and "2m0s" in got[0].message
+    assert "http://orders.default.svc/orders -> Service default/orders port 80" in got[0].evidence[1].detail

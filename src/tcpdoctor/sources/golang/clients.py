@@ -16,8 +16,9 @@ What one package gives (``extract_package(contexts, program)``, called by extrac
 - ``golang.org/x/net/http2.Transport`` pings (ReadIdleTimeout, PingTimeout),
   gRPC ``keepalive.ClientParameters`` / ``ServerParameters`` / ``EnforcementPolicy`` and
   ``grpc.Dial/DialContext/NewClient`` with or without ``grpc.WithKeepaliveParams``;
-- Service-like strings (a flag default ``"ingest.markets.svc:9090"``, ``"dns:///api.prod.svc:443"``):
-  where the service's clients may go (cross-layer matching; http(s):// URLs come from extract.py).
+- URL literals and Service-like strings (``"http://orders:8080"``, a flag default
+  ``"ingest.markets.svc:9090"``, ``"dns:///api.prod.svc:443"``): where the service's clients may go
+  (cross-layer matching).
 """
 
 from __future__ import annotations
@@ -85,15 +86,15 @@ REQUEST_FUNCS = frozenset({"Get", "Post", "Head", "PostForm"})
 CLIENT_METHODS = frozenset({"Do", *REQUEST_FUNCS})
 GRPC_DIALS = frozenset({"Dial", "DialContext", "NewClient"})
 METHOD_OF = {"Get": "GET", "Head": "HEAD", "Post": "POST", "PostForm": "POST"}
-# http(s):// literals are collected by extract.py for every file; these are the others:
-# other schemes (gRPC targets) and bare Service names with a port (flag defaults, grpc.Dial targets)
+# URL literals and bare Service names with a port (flag defaults, grpc.Dial targets) of the packages
+# this extractor reads (extract.py collects the URL literals of the other packages from raw bytes)
 URL_LIKE = re.compile(
-    r"^(?:(?:h2c|grpc|dns|xds)://[^\s]+"
+    r"^(?:(?:https?|h2c|grpc|dns|xds)://[^\s]+"
     r"|[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9-]+)*\.svc(?:\.cluster\.local)?(?::\d+)?(?:/\S*)?)$"
 )
 
 
-SERVICE_LIKE_BYTES = re.compile(rb'"(?:(?:h2c|grpc|dns|xds)://|[a-z0-9][a-z0-9.-]*\.svc\b)')
+SERVICE_LIKE_BYTES = re.compile(rb'"(?:(?:https?|h2c|grpc|dns|xds)://|[a-z0-9][a-z0-9.-]*\.svc\b)')
 
 
 def extract_package(contexts: list[FileContext], program: GoProgram) -> None:
