@@ -207,7 +207,7 @@ def probes(port: int) -> None:
                     if not s.recv(4096):
                         break
 
-    threads = [threading.Thread(target=probe, args=(p,)) for p in ("/events", "/slow")]
+    threads = [threading.Thread(target=probe, args=(p,)) for p in ("/events", "/slow", "/hang")]
     for t in threads:
         t.start()
     for t in threads:

@@ -35,6 +35,11 @@ from ._oracle import diagnose, our_counts, rules_of, tshark_counts
 HERE = Path(__file__).resolve().parent
 SERVER_SRC = HERE / "progs" / "server"
 TRAFFIC = HERE / "_traffic.py"
+IDLE_LINE = next(
+    i
+    for i, line in enumerate((SERVER_SRC / "main.go").read_text().splitlines(), start=1)
+    if "IdleTimeout: 1 * time.Second" in line
+)
 GO_PORTS = {"clean": 8080, "idle": 8081, "race": 8082, "probes": 8083, "h2goaway": 8084, "h2clean": 8085}
 PY_PORTS = {
     "refused": 7001,
@@ -211,9 +216,10 @@ def test_reused_four_tuple(captures: dict[str, Path]) -> None:
 def test_probe_stream_and_slow(captures: dict[str, Path]) -> None:
     found = _only(_findings(captures["probes"]), "PCP012")
     messages = " | ".join(f.message for f in found)
-    assert len(found) == 2, messages
+    assert len(found) == 3, messages
     assert "GET /events" in messages and "text/event-stream" in messages
-    assert "GET /slow" in messages
+    assert "GET /slow to 127.0.0.1:8083 took up to 1.3" in messages
+    assert "GET /hang to 127.0.0.1:8083 was never answered" in messages
     (clean_conns) = diagnose(captures["clean"])[0].connections
     probes = [e for c in clean_conns if (r := app_result(c)) for e in r.probe_exchanges]
     assert len(probes) == 1 and probes[0].total is not None and probes[0].total < 1.0
@@ -254,7 +260,7 @@ def test_xl008_names_the_server_idle_timeout(captures: dict[str, Path]) -> None:
     _, findings = diagnose(captures["idle"], go=program)
     (f,) = [f for f in findings if f.rule == "XL008"]
     assert "matches server IdleTimeout 1s" in f.message
-    assert f.location is not None and f.location.path.endswith("main.go") and f.location.line == 50
+    assert f.location is not None and f.location.path.endswith("main.go") and f.location.line == IDLE_LINE
     # the close cases: nothing idle-reset in a clean capture, so nothing to match; and a server whose
     # IdleTimeout (30 s) is not the 1 s after which this one closed is not blamed
     _, clean = diagnose(captures["clean"], go=program)
@@ -351,5 +357,5 @@ def test_scan_pcap_joins_capture_with_go_source(captures: dict[str, Path]) -> No
     assert {"kind": "pcap", "path": str(captures["idle"])} in report["inputs"]
     by_rule = {f["rule"]: f for f in report["findings"]}
     assert set(by_rule) == {"PCP003", "XL008"}
-    assert by_rule["XL008"]["location"]["line"] == 50
+    assert by_rule["XL008"]["location"]["line"] == IDLE_LINE
     assert by_rule["PCP003"]["subject"]["connection"].endswith("-> 127.0.0.1:8081")

@@ -1,6 +1,6 @@
 // A small HTTP server for the capture tests: HTTP/1.1 and cleartext HTTP/2 on every address given,
 // a 1 s idle timeout (its FIN or GOAWAY is what the capture rules must find), a fast /healthz,
-// a slow /slow and a never-ending SSE stream on /events.
+// a slow /slow, a silent /hang and a never-ending SSE stream on /events.
 package main
 
 import (
@@ -24,6 +24,9 @@ func main() {
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(1300 * time.Millisecond)
 		w.Write([]byte("late\n"))
+	})
+	mux.HandleFunc("/hang", func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(30 * time.Second) // never answers while the capture runs
 	})
 	mux.HandleFunc("/events", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
