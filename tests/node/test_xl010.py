@@ -86,7 +86,8 @@ def test_apiserver_flag_overlapping_a_node_address(tmp_path: Path) -> None:
         "service CIDR 10.96.0.0/12 (--service-cluster-ip-range of Pod/kube-apiserver container kube-apiserver) "
         "overlaps node node-a's address 10.96.5.1/24 on br9; route 10.96.5.0/24 dev br9"
     )
-    assert finding.location is not None and finding.location.line == 8  # the `- name:` of the container
+    assert finding.location is not None
+    assert (finding.location.line, finding.location.column) == (12, 7)  # the flag's own line
     assert finding.subject.name == "kube-apiserver"
 
 

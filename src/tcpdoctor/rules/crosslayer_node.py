@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from tcpdoctor.evidence.manifests import ManifestSet
+from tcpdoctor.evidence.manifests import Container, ManifestSet
 from tcpdoctor.model import Evidence, Finding, Fix, Location, Severity, Subject
 from tcpdoctor.rules.kernel import Network, cidr_conflicts, node_subject, snapshot_of
 from tcpdoctor.rules.registry import EvidenceBag, rule
@@ -59,6 +59,20 @@ def _flag_values(tokens: list[str], flag: str) -> list[str]:
     return values
 
 
+def _flag_location(container: Container, flag: str) -> Location:
+    """The line of the command/args item that holds ``flag`` (positions kept by the manifest loader)."""
+    raw = container.raw
+    for key in ("command", "args"):
+        items = raw.get(key) if hasattr(raw, "get") else None
+        positions = getattr(items, "data", None)
+        if not isinstance(items, list) or not isinstance(positions, list):
+            continue
+        for item, where in zip(items, positions, strict=False):
+            if str(item).split("=", 1)[0].split()[0:1] == [flag]:
+                return Location(container.location.path, where[0] + 1, where[1] + 1)
+    return container.location
+
+
 def cluster_ranges(mset: ManifestSet, given: list[str]) -> list[ClusterRange]:
     ranges: list[ClusterRange] = []
     for workload in mset.workloads:
@@ -72,7 +86,7 @@ def cluster_ranges(mset: ManifestSet, given: list[str]) -> list[ClusterRange]:
                                 role,
                                 net,
                                 f"{flag} of {workload.ref} container {container.name}",
-                                container.location,
+                                _flag_location(container, flag),
                                 workload.subject(container),
                             )
                         )
