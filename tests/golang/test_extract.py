@@ -447,3 +447,44 @@ var Other = "https://api.default.svc.cluster.local/v1"
     )
     got = sorted((v.value, v.location.line if v.location else None) for v in program.url_strings)
     assert got == [("http://ingest.markets.svc:9090", 4), ("https://api.default.svc.cluster.local/v1", 6)]
+
+
+def test_values_exported_by_another_package(go_program: Analyse) -> None:
+    program = go_program(
+        {
+            "go.mod": "module example.com/svc\n",
+            "internal/config/config.go": """package config
+
+import "time"
+
+const IdleTimeout = 75 * time.Second
+const Addr = ":9443"
+var HeaderTimeout = 3 * time.Second
+""",
+            "cmd/api/main.go": """package main
+
+import (
+	"net/http"
+
+	"example.com/svc/internal/config"
+)
+
+func main() {
+	srv := &http.Server{
+		Addr:              config.Addr,
+		IdleTimeout:       config.IdleTimeout,
+		ReadHeaderTimeout: 2 * config.HeaderTimeout,
+		WriteTimeout:      config.Missing,
+	}
+	srv.ListenAndServe()
+}
+""",
+        }
+    )
+    server = only_server(program)
+    assert server.idle_timeout.seconds == 75.0 and server.idle_timeout.text == "config.IdleTimeout"
+    assert server.idle_timeout.location is not None
+    assert server.idle_timeout.location.path.endswith("internal/config/config.go")
+    assert server.addr.value == ":9443" and server.port == 9443
+    assert server.read_header_timeout.is_unknown  # arithmetic on another package's value: not followed
+    assert server.write_timeout.is_unknown

@@ -450,6 +450,8 @@ class GoProgram:
     signals: list[SignalHandling] = field(default_factory=list)
     url_strings: list[GoValue] = field(default_factory=list)  # "http://api.default.svc:8080" literals
     main_packages: list[MainPackage] = field(default_factory=list)
+    # exported package-level values (durations, strings) by package directory, for cross-package refs
+    constants: dict[str, dict[str, GoValue]] = field(default_factory=dict)
     _by_path: dict[str, GoFile] = field(default_factory=dict, repr=False, compare=False)
 
     @property

@@ -230,8 +230,10 @@ def _collect_def(node: Node, defs: dict[str, Node]) -> None:
             defs.setdefault(text(n), rhs[0])
 
 
-def build_file(path: str, source: bytes, tree: Tree, package: PackageContext) -> FileContext:
-    """Imports, package-level bindings and the function index of one parsed file."""
+def build_file(
+    path: str, source: bytes, tree: Tree, package: PackageContext, *, index: bool = True
+) -> FileContext:
+    """Imports, package-level bindings and (``index``) the captures and function index of one file."""
     ctx = FileContext(path=path, source=source, tree=tree, package=package)
     root = tree.root_node
     for child in root.named_children:
@@ -266,11 +268,13 @@ def build_file(path: str, source: bytes, tree: Tree, package: PackageContext) ->
                     for i, n in enumerate(names):
                         node = values[i] if i < len(values) else None
                         package.bindings.setdefault(text(n), Binding(node, ctx, origin))
+    package.files.append(ctx)
+    if not index:
+        return ctx
     ctx.caps = {
         name: sorted(nodes, key=_start) for name, nodes in parse.captures(root, parse.FILE_QUERY).items()
     }
     _index_functions(ctx)
-    package.files.append(ctx)
     return ctx
 
 

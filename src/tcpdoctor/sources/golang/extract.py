@@ -8,6 +8,7 @@ files touches HTTP, gRPC or signals is only parsed (syntax errors counted,
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from tree_sitter import Tree
 
 from tcpdoctor.evidence.golang import GoFile, GoProgram, GoValue, HttpServer, MainPackage
 from tcpdoctor.model import Location
-from tcpdoctor.sources.golang import parse
+from tcpdoctor.sources.golang import parse, values
 from tcpdoctor.sources.golang.clients import extract_package as extract_clients
 from tcpdoctor.sources.golang.context import Binding, FileContext, PackageContext, build_file
 from tcpdoctor.sources.golang.handlers import find_handlers, handler_key
@@ -118,6 +119,11 @@ def analyse_package(directory: str, paths: list[str]) -> GoProgram:
         interesting = interesting or any(marker in source for marker in INTERESTING)
         parsed.append((path, source, gofile, tree))
     if not interesting:
+        if any(b"time." in source or b'":' in source for _, source, _, _ in parsed):
+            light = PackageContext(directory)
+            for path, source, _gofile, tree in parsed:
+                build_file(path, source, tree, light, index=False)
+            _export_constants(light, program)
         # URL literals of packages that make no requests themselves (a config package): the
         # clients extractor reads the string literals of the others from their trees
         for path, source, _gofile, _tree in parsed:
@@ -139,7 +145,25 @@ def analyse_package(directory: str, paths: list[str]) -> GoProgram:
     for ctx in contexts:
         find_registrations(ctx, program)
     extract_clients(contexts, program)
+    _export_constants(package, program)
     return program
+
+
+def _export_constants(package: PackageContext, program: GoProgram) -> None:
+    """Exported package-level durations and strings, for references from other packages."""
+    found: dict[str, GoValue] = {}
+    for name, binding in package.bindings.items():
+        node = binding.node
+        if node is None or not name[:1].isupper():
+            continue
+        raw = node.text or b""
+        if b"time." not in raw and node.type not in ("interpreted_string_literal", "raw_string_literal"):
+            continue
+        value = values.go_value(binding.file, node, duration=b"time." in raw)
+        if value.is_set:
+            found[name] = GoValue("set", value.value, value.location, value.text, binding.origin)
+    if found:
+        program.constants[package.directory] = found
 
 
 def merge(into: GoProgram, part: GoProgram) -> None:
@@ -159,10 +183,81 @@ def merge(into: GoProgram, part: GoProgram) -> None:
     into.signals.extend(part.signals)
     into.url_strings.extend(part.url_strings)
     into.main_packages.extend(part.main_packages)
+    into.constants.update(part.constants)
+
+
+def _package_dir(program: GoProgram, import_path: str) -> str | None:
+    """The scanned directory of an import path: the longest path suffix that matches one."""
+    parts = import_path.split("/")
+    for n in range(len(parts), 0, -1):
+        suffix = "/".join(parts[-n:])
+        hits = [d for d in program.constants if d == suffix or d.endswith("/" + suffix)]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            return None
+    return None
+
+
+def _resolve(program: GoProgram, value: GoValue) -> GoValue:
+    if not value.is_unknown or not value.origin.startswith(values.PKGREF):
+        return value
+    import_path, _, name = value.origin[len(values.PKGREF) :].rpartition(":")
+    directory = _package_dir(program, import_path)
+    found = program.constants.get(directory, {}).get(name) if directory else None
+    if found is None:
+        return value
+    return GoValue("set", found.value, found.location, value.text, found.origin)
+
+
+def _resolve_all(program: GoProgram, obj: object, seen: set[int]) -> None:
+    """Replace every cross-package GoValue reference inside an evidence record (recursively)."""
+    if id(obj) in seen or not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        return
+    seen.add(id(obj))
+    for f in dataclasses.fields(obj):
+        current = getattr(obj, f.name)
+        if isinstance(current, GoValue):
+            resolved = _resolve(program, current)
+            if resolved is not current:
+                object.__setattr__(obj, f.name, resolved)
+        elif isinstance(current, list):
+            for item in current:
+                _resolve_all(program, item, seen)
+        elif dataclasses.is_dataclass(current):
+            _resolve_all(program, current, seen)
+
+
+def _resolve_references(program: GoProgram) -> None:
+    if not program.constants:
+        return
+    seen: set[int] = set()
+    records: list[object] = [
+        *program.servers,
+        *program.listen_calls,
+        *program.handlers.values(),
+        *program.transports,
+        *program.clients,
+        *program.dialers,
+        *program.requests,
+        *program.keepalives,
+        *program.grpc_dials,
+        *program.shutdowns,
+    ]
+    for record in records:
+        _resolve_all(program, record, seen)
+    for server in program.servers:
+        if server.port is None:
+            server.port = values.port_of(server.addr)
+    for call in program.listen_calls:
+        if call.port is None:
+            call.port = values.port_of(call.addr)
 
 
 def link(program: GoProgram) -> None:
-    """Resolve registrations that name a handler of another package (`api.Health`)."""
+    """Resolve what needs every package: values exported by another package of the tree
+    (`config.IdleTimeout`), and registrations that name a handler of another package (`api.Health`)."""
+    _resolve_references(program)
     by_name: dict[str, list[str]] = {}
     for key, handler in program.handlers.items():
         by_name.setdefault(handler.name, []).append(key)

@@ -16,6 +16,7 @@ field is a duration.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tree_sitter import Node
@@ -36,6 +37,7 @@ UNITS = {
 FLAG_FUNCS = {"Duration", "Int", "Int64", "Uint", "Uint64", "String", "Bool", "Float64"}
 ENV_HELPER = re.compile(r"(?i)env|getenv|lookup|default|config|setting")
 MAX_DEPTH = 12
+PKGREF = "pkgref:"  # origin of an unknown that names an exported value of another package
 
 
 @dataclass(frozen=True)
@@ -92,13 +94,13 @@ def evaluate(ctx: FileContext, node: Node, depth: int = 0) -> Val:
     if kind == "selector_expression":
         return _selector(ctx, node, depth)
     if kind == "binary_expression":
-        return _binary(ctx, node, depth)
+        return _exact(_binary, ctx, node, depth)
     if kind == "unary_expression":
         op = text(node.child_by_field_name("operator"))
         operand = node.child_by_field_name("operand")
         if operand is None:
             raise Unknown(text(node))
-        inner = evaluate(ctx, operand, depth + 1)
+        inner = evaluate(ctx, operand, depth + 1) if op == "*" else _exact(evaluate, ctx, operand, depth + 1)
         if op == "-" and inner.kind in ("num", "dur") and not isinstance(inner.value, bool | str):
             return Val(inner.kind, -inner.value, inner.origin)
         if op == "*":  # *flagPointer
@@ -107,8 +109,19 @@ def evaluate(ctx: FileContext, node: Node, depth: int = 0) -> Val:
             return Val("bool", not inner.value, inner.origin)
         raise Unknown(text(node))
     if kind in ("call_expression", "type_conversion_expression"):
-        return _call(ctx, node, depth)
+        return _exact(_call, ctx, node, depth)
     raise Unknown(text(node))
+
+
+def _exact(step: Callable[[FileContext, Node, int], Val], ctx: FileContext, node: Node, depth: int) -> Val:
+    """A reference to another package's value is resolved later only when it *is* the value:
+    inside arithmetic or a call it becomes a plain unknown (``2 * config.Idle`` is not ``config.Idle``)."""
+    try:
+        return step(ctx, node, depth)
+    except Unknown as exc:
+        if exc.origin.startswith(PKGREF):
+            raise Unknown(text(node)) from None
+        raise
 
 
 def _int(raw: str) -> int:
@@ -149,6 +162,10 @@ def _selector(ctx: FileContext, node: Node, depth: int) -> Val:
     field = text(node.child_by_field_name("field"))
     if ctx.is_pkg(operand, "time") and field in UNITS:
         return Val("dur", UNITS[field])
+    imported = ctx.pkg_of(operand)
+    if imported is not None and field[:1].isupper():
+        # a constant of another package: resolved when every package has been read (extract.link)
+        raise Unknown(text(node), f"{PKGREF}{imported}:{field}")
     raise Unknown(text(node))
 
 
