@@ -155,6 +155,7 @@ class TraceEvidence:
     namespaces: list[NamespaceCounters] = field(default_factory=list)
     listeners: list[ListenerSample] = field(default_factory=list)
     lost_events: int = 0
+    missed_runs: int = 0  # probe runs the kernel skipped (BPF recursion protection)
 
     def of_kind(self, kind: EventKind) -> list[TraceEvent]:
         return [e for e in self.events if e.kind == kind]

@@ -274,6 +274,17 @@ def _drops(fmts: KernelFormats, spec: ProgramSpec, prog: Program) -> str:
             "DR", "bswap($th->source)", "bswap($th->dest)", "($th->syn + 2 * $th->rst)", reason, "$l"
         )
     rx = "args->rx_sk" if tp.has("rx_sk") else "0"
+    # the receiving socket, else the sending one (skb->sk on output); its namespace, else the device's
+    attribution = (
+        ""
+        if spec.aggregate_every
+        else f"""    $sk = (struct sock *){rx};
+    if ((uint64)$sk == 0) {{ $sk = $skb->sk; }}
+    $cg = (uint64)$sk != 0 ? $sk->sk_cgrp_data.cgroup->kn->id : 0;
+    $ns = (uint64)$sk != 0 ? $sk->__sk_common.skc_net.net->ns.inum : ((uint64)$skb->dev != 0 ? $skb->dev->nd_net.net->ns.inum : 0);
+    $opid = @opid[$sk]; $ocomm = @ocomm[$sk];
+"""
+    )
     # Only TCP segments: parse the IP header the skb points at (v4 and v6), then the TCP header.
     return f"""{tp.probe} /args->protocol == 0x0800 || args->protocol == 0x86DD/ {{
   $skb = (struct sk_buff *)args->skbaddr;
@@ -289,12 +300,7 @@ def _drops(fmts: KernelFormats, spec: ProgramSpec, prog: Program) -> str:
     $tcp = 1; $l = bswap(((struct ipv6hdr *)$ip)->payload_len);
   }}
   if ($tcp) {{
-    $sk = (struct sock *){rx};
-    if ((uint64)$sk == 0) {{ $sk = $skb->sk; }}
-    $cg = (uint64)$sk != 0 ? $sk->sk_cgrp_data.cgroup->kn->id : 0;
-    $ns = (uint64)$sk != 0 ? $sk->__sk_common.skc_net.net->ns.inum : ((uint64)$skb->dev != 0 ? $skb->dev->nd_net.net->ns.inum : 0);
-    $opid = @opid[$sk]; $ocomm = @ocomm[$sk];
-    {_guard(test)}{{ {action} }}
+{attribution}    {_guard(test)}{{ {action} }}
   }}
 }}
 """
@@ -316,6 +322,16 @@ def build_program(spec: ProgramSpec, fmts: KernelFormats) -> Program:
                 "sock:inet_sock_set_state or tcp:tcp_destroy_sock is missing: sockets are attributed "
                 "by cgroup only, and lifetimes/connect latency are not traced"
             )
+        elif agg:
+            # counts need no owners: no bookkeeping maps, no destroy probe (the cheap path)
+            prog.formats["inet_sock_set_state"] = state_tp
+            body = _state_body(spec)
+            if body:
+                parts.append(
+                    "tracepoint:sock:inet_sock_set_state /args->protocol == 6/ {\n"
+                    "  $sport = args->sport; $dport = args->dport; $old = args->oldstate; $new = args->newstate;\n"
+                    f"  {body}\n}}\n"
+                )
         else:
             prog.formats["inet_sock_set_state"] = state_tp
             parts.append(_ownership(state_tp, agg).replace("__STATE_BODY__", _state_body(spec)))
@@ -338,10 +354,14 @@ def build_program(spec: ProgramSpec, fmts: KernelFormats) -> Program:
             f"tracepoint:syscalls:sys_enter_getppid /pid == {int(os.getpid())}/ "
             '{ if (@ready == 0) { printf("READY\\n"); @ready = 1; } }\n'
         )
-    parts.append("END { clear(@opid); clear(@ocomm); clear(@lpid); clear(@lcomm); clear(@ready);")
-    if not agg:
-        parts.append(" clear(@born); clear(@srv);")
-    parts.append(" }\n")
+    text = "".join(parts)
+    scratch = [
+        m
+        for m in ("@opid", "@ocomm", "@lpid", "@lcomm", "@born", "@srv", "@ready")
+        if f"{m}[" in text or f"{m} =" in text
+    ]
+    if scratch:  # bookkeeping maps are not results: do not let bpftrace print them at exit
+        parts.append("END { " + " ".join(f"clear({m});" for m in scratch) + " }\n")
     prog.text = "".join(parts)
     prog.probes = [line.split()[0] for line in prog.text.splitlines() if line.startswith("tracepoint:")]
     return prog

@@ -29,6 +29,8 @@ from tcpdoctor.sources.ebpf.programs import COLUMNS, Program, ProgramSpec, build
 from tcpdoctor.sources.ebpf.sampling import NamespaceWatch
 
 ATTACH_TIMEOUT = 60.0
+DRAIN_QUIET = 0.5  # seconds without output before the tracer is stopped
+DRAIN_LIMIT = 10.0  # at most this long
 # bpftrace writes this on every start on kernels where RLIMIT_MEMLOCK no longer applies (memcg accounting)
 _BENIGN_STDERR = ("RLIMIT_MEMLOCK",)
 
@@ -140,6 +142,28 @@ class Bpftrace:
                 self.messages.put(None)
                 return
             yield msg
+
+    def recursion_misses(self) -> int:
+        """Probe runs the kernel skipped: a tracing BPF program does not run while another one
+        runs on the same CPU (kernel/trace/bpf_trace.c trace_call_bpf(), bpf_prog_active), e.g.
+        a softirq transition interrupting a probe. Read from the programs' fdinfo."""
+        if self.proc is None:
+            return 0
+        total = 0
+        fdinfo = Path(f"/proc/{self.proc.pid}/fdinfo")
+        try:
+            entries = list(fdinfo.iterdir())
+        except OSError:
+            return 0
+        for entry in entries:
+            try:
+                text = entry.read_text()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if line.startswith("recursion_misses:"):
+                    total += int(line.split()[1])
+        return total
 
     @property
     def running(self) -> bool:
@@ -302,6 +326,16 @@ class TraceSession:
             pass
         finally:
             if runner is not None:
+                # bpftrace may lag behind the kernel on a busy machine: read until the stream has
+                # been quiet for a moment, so the last events are not lost with the process
+                deadline, quiet_since = time.monotonic() + DRAIN_LIMIT, time.monotonic()
+                while runner.running and time.monotonic() < deadline:
+                    if time.monotonic() - quiet_since > DRAIN_QUIET:
+                        break
+                    for msg in runner.poll(0.1):
+                        quiet_since = time.monotonic()
+                        self._handle(msg, program, attributor, evidence, start_ns)
+                evidence.missed_runs = runner.recursion_misses()
                 runner.stop()
                 if runner.running is False and runner.proc is not None:
                     for msg in runner.poll(0.5):
@@ -319,6 +353,11 @@ class TraceSession:
             evidence.events = [e for e in evidence.events if self.filters.keep(e)]
         if evidence.lost_events:
             evidence.notes.append(f"{evidence.lost_events} events were lost (perf buffer full)")
+        if evidence.missed_runs:
+            evidence.notes.append(
+                f"the kernel skipped {evidence.missed_runs} probe runs (a BPF program cannot run while "
+                "another runs on the same CPU): counts are lower bounds"
+            )
         return evidence
 
     def _loop(
