@@ -276,7 +276,8 @@ def scan(
             ctx.log(line)
     ctx.log(f"{len(findings)} findings before suppression ({time.perf_counter() - started:.2f} s)")
     report = Report(command="scan", inputs=ctx.inputs, findings=findings, notes=ctx.notes)
-    finish(report, opts, policy)
+    with manifests.gc_paused():  # sorting, filtering and writing thousands of findings
+        finish(report, opts, policy)
 
 
 def register(app: typer.Typer) -> None:
