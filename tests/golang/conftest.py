@@ -50,7 +50,7 @@ def write_tree(root: Path, files: Files) -> Path:
         files = {"main.go": files}
     for rel, text in files.items():
         body = textwrap.dedent(text)
-        if not body.lstrip().startswith("package "):
+        if rel.endswith(".go") and not body.lstrip().startswith("package "):
             body = GO_HEADER + body
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)

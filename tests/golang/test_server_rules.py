@@ -437,3 +437,72 @@ def test_srv003_stream_that_moves_its_write_deadline(findings: Run) -> None:
         + stream
     )
     assert findings(src, "SRV003") == []
+
+
+MULTI = {
+    "go.mod": "module example.com/svc\n",
+    "internal/server/server.go": """package server
+
+import (
+	"net/http"
+	"time"
+)
+
+func New(h http.Handler) *http.Server {
+	return &http.Server{Addr: ":8080", Handler: h, ReadHeaderTimeout: time.Second, WriteTimeout: time.Minute}
+}
+""",
+    "internal/api/routes.go": """package api
+
+import (
+	"fmt"
+	"net/http"
+)
+
+func Routes() http.Handler {
+	r := http.NewServeMux()
+	r.HandleFunc("GET /events", func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for {
+			fmt.Fprint(w, "data: x\\n\\n")
+			w.(http.Flusher).Flush()
+		}
+	})
+	return r
+}
+""",
+    "cmd/api/main.go": """package main
+
+import (
+	"example.com/svc/internal/api"
+	"example.com/svc/internal/server"
+)
+
+func main() {
+	srv := server.New(api.Routes())
+	srv.ListenAndServe()
+}
+""",
+}
+
+
+def test_srv003_the_only_server_built_in_another_package(findings: Run) -> None:
+    found = findings(MULTI, "SRV003")
+    assert len(found) == 1 and "WriteTimeout 1m0s" in found[0].message and "GET /events" in found[0].message
+
+
+def test_srv003_not_linked_when_two_servers(findings: Run) -> None:
+    files = dict(MULTI)
+    files["cmd/admin/main.go"] = """package main
+
+import (
+	"net/http"
+	"time"
+)
+
+func main() {
+	admin := &http.Server{Addr: ":9090", Handler: http.NewServeMux(), ReadHeaderTimeout: time.Second}
+	admin.ListenAndServe()
+}
+"""
+    assert findings(files, "SRV003") == []

@@ -88,9 +88,19 @@ def registrations_of_server(program: GoProgram, server: HttpServer | ListenCall)
     if ref is None or ref.strip() in ("", "nil"):
         return [r for r in program.registrations if r.router == "default"]
     tokens = _tokens(ref)
-    return [
+    same_package = [
         r for r in program.registrations if r.mux in tokens and r.location.path.rsplit("/", 1)[0] == directory
-    ] or [r for r in program.registrations if r.mux in tokens and r.router != "default"]
+    ]
+    if same_package or not only_server(program):
+        return same_package
+    # the one server of the program, built from a mux of another package (server.New(router)):
+    # every route that is not on DefaultServeMux is its
+    return [r for r in program.registrations if r.router != "default"]
+
+
+def only_server(program: GoProgram) -> bool:
+    """The program starts exactly one HTTP server (http.Server values and package-level listens)."""
+    return len(program.servers) + sum(1 for c in program.listen_calls if c.package_level) == 1
 
 
 def served_handlers(
