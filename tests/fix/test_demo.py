@@ -42,6 +42,12 @@ def test_demo_json_report_has_several_rule_families() -> None:
     # the readiness probe on the SSE stream is found in the manifest, and the paths are the example's
     events = [f for f in doc["findings"] if f["rule"] == "PRB012"]
     assert events and all(f["location"]["path"].endswith("deploy/livefeed.yaml") for f in events)
+    # a mechanical fix carries its own diff; a judgement call (which health path?) does not
+    assert all(f["fix"]["patch"] is None for f in events)
+    (threshold,) = [f for f in doc["findings"] if f["rule"] == "PRB007"]
+    patch = threshold["fix"]["patch"]
+    assert patch.startswith("--- a/") and "\n-            failureThreshold: 1\n" in patch
+    assert "\n+            failureThreshold: 3\n" in patch
 
 
 def test_demo_text_is_plain_and_exit_code_follows_fail_on() -> None:

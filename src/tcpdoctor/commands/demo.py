@@ -31,6 +31,7 @@ from tcpdoctor.commands.common import (
     finish,
 )
 from tcpdoctor.config import CONFIG_NAME, Config, load_config
+from tcpdoctor.fix import attach_patches
 from tcpdoctor.model import InputError
 from tcpdoctor.report import Report
 from tcpdoctor.rules.registry import run_rules
@@ -115,7 +116,7 @@ def demo(
     report = Report(
         command="demo",
         inputs=ctx.inputs,
-        findings=list(run_rules(ctx.bag, policy.enabled_rules())),
+        findings=attach_patches(list(run_rules(ctx.bag, policy.enabled_rules()))),
         preamble=_intro(root, sorted(ctx.bag.kinds)),
         notes=ctx.notes,
     )

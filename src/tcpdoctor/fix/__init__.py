@@ -35,7 +35,17 @@ MAX_ROUNDS = 8
 # preStop sleep it must cover exists (1).
 STAGES = {"PRB007": 0, "PRB009": 0, "PRB010": 0, "PRB011": 0, "PRB005": 1, "PRB015": 1, "PRB016": 2}
 
-__all__ = ["FIXERS", "AppliedFix", "FileFix", "FixContext", "fix_file", "fix_text", "fixable_rules", "write"]
+__all__ = [
+    "FIXERS",
+    "AppliedFix",
+    "FileFix",
+    "FixContext",
+    "attach_patches",
+    "fix_file",
+    "fix_text",
+    "fixable_rules",
+    "write",
+]
 
 
 @dataclass(frozen=True)
@@ -200,3 +210,39 @@ def write(fix: FileFix) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def attach_patches(findings: list[Finding]) -> list[Finding]:
+    """Findings whose rule has a fixer get ``fix.patch``: the diff of that one fix on its file.
+
+    One fix at a time (no follow-up fixes), so each patch reads on its own next to its finding;
+    `tcpdoctor fix` gives the combined, re-checked result. Files are read once per finding that
+    has a fixer: meant for reports of a few files (the demo), not for a scan of thousands.
+    """
+    from dataclasses import replace
+
+    from tcpdoctor.model import Fix
+
+    out: list[Finding] = []
+    for finding in findings:
+        if finding.rule not in FIXERS or finding.location is None or finding.fix is None:
+            out.append(finding)
+            continue
+        patch = _single_patch(finding, Path(finding.location.path))
+        out.append(replace(finding, fix=Fix(finding.fix.description, patch)) if patch else finding)
+    return out
+
+
+def _single_patch(finding: Finding, path: Path) -> str | None:
+    if path.suffix.lower() == ".json":
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+        mset = _manifests_of(text, str(path))
+        yf = split_documents(str(path), text)
+    except (OSError, UnicodeDecodeError, InputError):
+        return None
+    fixed, applied = _one_round(yf, mset, [finding], FixContext())
+    if not applied or fixed == text:
+        return None
+    return FileFix(path, text, fixed, applied).diff()
