@@ -96,11 +96,11 @@ def clean(port: int) -> None:
 
 
 def idle(port: int) -> None:
-    """Reuse a keep-alive connection 2.6 s later: the server (IdleTimeout 1 s) closed it at 1 s."""
+    """Reuse a keep-alive connection 3.5 s later: the server (IdleTimeout 1 s) closed it at 1 s."""
     with connect(port) as s:
         s.sendall(request("/healthz"))
         read_response(s)
-        time.sleep(2.6)
+        time.sleep(3.5)
         with contextlib.suppress(OSError):
             s.sendall(request("/healthz"))
             time.sleep(0.3)

@@ -58,7 +58,7 @@ PY_PORTS = {
 REJECT = ("-j", "REJECT", "--reject-with", "tcp-reset")
 # iptables rules inside the test's namespace (the drops and the forged RST the scenarios need)
 RULES = [
-    ["-p", "tcp", "--syn", "--dport", "7010", "-j", "DROP"],  # synslow: removed after 0.5 s
+    ["-p", "tcp", "--syn", "--dport", "7010", "-j", "DROP"],  # synslow: removed once it dropped one
     ["-p", "tcp", "--syn", "--dport", "7011", "-j", "DROP"],
     ["-p", "tcp", "--dport", "7012", "-m", "string", "--string", "DROPME", "--algo", "bm", "-j", "DROP"],
     ["-p", "tcp", "--dport", "7013", "-m", "length", "--length", "1000:65535", "-j", "DROP"],
@@ -121,21 +121,8 @@ def captures(tmp_path_factory: pytest.TempPathFactory, go: str, tcpdump: str) ->
             )
             for name, port in ports.items()
         }
-        time.sleep(0.5)  # the first SYN of `synslow` is dropped; its retransmission 1 s later passes
-        ns.run(
-            [
-                "iptables",
-                "-D",
-                "INPUT",
-                "-p",
-                "tcp",
-                "--syn",
-                "--dport",
-                str(PY_PORTS["synslow"]),
-                "-j",
-                "DROP",
-            ]
-        )
+        _wait_for_drop(ns, PY_PORTS["synslow"])  # the first SYN of `synslow` is dropped...
+        ns.run(["iptables", "-D", "INPUT", *RULES[0]])  # ...and its retransmission 1 s later passes
         failed = {}
         for name, proc in procs.items():
             if proc.wait(timeout=60) != 0:
@@ -145,6 +132,19 @@ def captures(tmp_path_factory: pytest.TempPathFactory, go: str, tcpdump: str) ->
         paths = {name: cap.stop() for name, cap in caps.items()}
         assert not failed, failed
         yield paths
+
+
+def _wait_for_drop(ns: netns.Netns, port: int, timeout: float = 20.0) -> None:
+    """Until the DROP rule for SYNs to ``port`` has counted a packet."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listing = ns.run(["iptables", "-L", "INPUT", "-v", "-n", "-x"]).stdout
+        for line in listing.splitlines():
+            fields = line.split()
+            if f"dpt:{port}" in line and fields and fields[0].isdigit() and int(fields[0]) > 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"no SYN to port {port} was dropped within {timeout} s")
 
 
 def _findings(path: Path) -> list[Finding]:
