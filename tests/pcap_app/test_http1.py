@@ -127,3 +127,16 @@ def test_upgrade_returns_remaining_bytes() -> None:
     rest = p.server_data(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n\x00\x00\x00\x04", 2, 0.1)
     assert p.upgraded == "h2c" and p.upgrade_frame == 2
     assert rest == b"\x00\x00\x00\x04"
+
+
+def test_rst_does_not_end_a_close_delimited_body() -> None:
+    from tcpdoctor.evidence.pcap import Direction
+    from tcpdoctor.sources.pcap.app import AppAnalyzer
+
+    for reset, complete in ((True, False), (False, True)):
+        a = AppAnalyzer()
+        a.data(Direction.CLIENT, b"GET /f HTTP/1.0\r\n\r\n", 4, 1.0)
+        a.data(Direction.SERVER, b"HTTP/1.0 200 OK\r\n\r\npartial", 6, 1.1)
+        a.closed(Direction.SERVER, 7, 1.2, reset)
+        (ex,) = a.session.exchanges()
+        assert ex.response is not None and ex.response.complete is complete

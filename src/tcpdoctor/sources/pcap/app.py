@@ -211,8 +211,9 @@ class AppAnalyzer:
         return STOP
 
     def closed(self, direction: Direction, frame: int, ts: float, reset: bool) -> None:
-        if not reset:
-            self.session.fins.setdefault(direction.label, (frame, ts))
+        if reset:
+            return  # a RST cuts a close-delimited body: it does not end it
+        self.session.fins.setdefault(direction.label, (frame, ts))
         if direction is Direction.SERVER:
             self.session.server_closed(frame, ts)
 
