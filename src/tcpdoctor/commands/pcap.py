@@ -24,8 +24,9 @@ from tcpdoctor.commands.common import (
 from tcpdoctor.evidence.pcap import CONN_STATES, AnalyzerFactory, Connection, PcapEvidence
 from tcpdoctor.model import Finding, Input, InputError
 from tcpdoctor.report import Report
+from tcpdoctor.report.json_report import RawJSON
 from tcpdoctor.rules.registry import EvidenceBag, run_rules
-from tcpdoctor.sources.pcap.tracker import CaptureAnalysis, Engine
+from tcpdoctor.sources.pcap.tracker import CaptureAnalysis, ConnectionLine, Engine
 
 PROGRESS_MIN_BYTES = 4 * 1024 * 1024
 
@@ -205,8 +206,12 @@ def pcap(
     opts.validate()
     keep = ConnectionFilter(port, host, state)
     advance, progress = _progress(file)
+    unfiltered = not (port or host or state)
     analysis = CaptureAnalysis(
-        file, progress=advance, engine=Engine([] if tcp_only else _factories(), idle_timeout=idle_timeout)
+        file,
+        progress=advance,
+        engine=Engine([] if tcp_only else _factories(), idle_timeout=idle_timeout),
+        lite=format == "json" and unfiltered,
     )
     analysis.prime()
     policy = opts.policy()
@@ -214,7 +219,7 @@ def pcap(
 
     def findings() -> list[Finding]:
         if not analysis.done:
-            for _ in analysis.connections():
+            for _ in analysis.stream():
                 pass
         if progress is not None:
             progress.stop()
@@ -222,11 +227,13 @@ def pcap(
         bag.add("pcap", ev)
         return list(run_rules(bag, policy.enabled_rules()))
 
-    def streamed() -> Iterator[dict[str, Any]]:
+    def streamed() -> Iterator[dict[str, Any] | RawJSON]:
         if progress is not None:
             progress.start()
-        for c in analysis.connections():
-            if keep(c):
+        for c in analysis.stream():
+            if isinstance(c, ConnectionLine):
+                yield RawJSON(c.json)  # a clean connection the rules do not need: already JSON
+            elif keep(c):
                 yield c.to_dict()
 
     report = Report("pcap", inputs=[Input("pcap", analysis.reader.name)], findings=findings)

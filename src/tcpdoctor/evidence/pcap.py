@@ -312,7 +312,8 @@ class PcapEvidence:
     ``connections`` are the finished connections the rules need: every connection that is not
     a clean ``SF``/``S1`` without TCP events, and the clean ones (app-layer results or not) up
     to ``keep_clean`` (so memory stays bounded on a huge capture: ``clean_dropped`` counts the
-    others). Totals are exact. A rule that needs every connection's app-layer results (all
+    others), and at most ``keep_notable`` of the others (the first ones; ``notable_dropped``
+    counts the rest). Totals are exact. A rule that needs every connection's app-layer results (all
     probe latencies, say) aggregates them as they finish with a :class:`ConnectionObserver`.
     """
 
@@ -324,6 +325,8 @@ class PcapEvidence:
     events: Counter[str] = field(default_factory=Counter)  # event kind -> segments, all connections
     clean_kept: int = 0
     clean_dropped: int = 0
+    notable_kept: int = 0
+    notable_dropped: int = 0  # connections with problems beyond keep_notable (counted, not kept)
 
     def with_state(self, *states: str) -> list[Connection]:
         return [c for c in self.connections if c.state in states]

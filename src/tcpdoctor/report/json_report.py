@@ -15,6 +15,10 @@ from tcpdoctor.report import Report, summary_counts
 SCHEMA = "tcpdoctor/report/v1"
 
 
+class RawJSON(str):
+    """An item of a streamed section that is already serialised JSON: written as is (pcap fast lane)."""
+
+
 def _dump(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=_default)
 
@@ -45,7 +49,7 @@ def write(report: Report, out: IO[str]) -> None:
             first = True
             for item in value:
                 out.write("\n    " if first else ",\n    ")
-                out.write(_dump(item))
+                out.write(item if isinstance(item, RawJSON) else _dump(item))
                 first = False
             out.write("\n  ],\n" if not first else "],\n")
         else:

@@ -701,6 +701,19 @@ def _ip_text(hi: int, lo: int) -> str:
 
 
 @dataclass(slots=True)
+class ConnectionLine:
+    """A finished clean connection the rules will not see, already as its JSON object (fast lane).
+
+    Produced instead of a :class:`Connection` when :attr:`Engine.lite` is on, for ``SF``/``S1``
+    connections without TCP events and without an app-layer analyzer.
+    """
+
+    id: int
+    state: str
+    json: str
+
+
+@dataclass(slots=True)
 class _Stream:
     """App-layer delivery state of one direction."""
 
@@ -752,6 +765,7 @@ class Engine:
         self.peak_live = 0
         self._ips: dict[tuple[int, int], str] = {}
         self._state_memo: dict[tuple[Any, ...], str] = {}
+        self.lite = False  # clean connections as ConnectionLine (set by CaptureAnalysis)
 
     # -- capacity ------------------------------------------------------------------------------
     def _ensure(self, n: int) -> None:
@@ -772,7 +786,7 @@ class Engine:
         self.G[G_FREE_TOP] = free_top + new - old
 
     # -- batches -------------------------------------------------------------------------------
-    def feed(self, batch: Batch) -> Iterator[Connection]:
+    def feed(self, batch: Batch) -> Iterator[Connection | ConnectionLine]:
         n = len(batch)
         if n == 0:
             return
@@ -804,7 +818,7 @@ class Engine:
             sweep(self.S, self.T, self.table, self.now, self.linger, self.idle_timeout, False)
         )
 
-    def close(self) -> Iterator[Connection]:
+    def close(self) -> Iterator[Connection | ConnectionLine]:
         """The end of the capture: every live connection is finished."""
         yield from self._finish(
             sweep(self.S, self.T, self.table, self.now, self.linger, self.idle_timeout, True)
@@ -918,14 +932,14 @@ class Engine:
                 self.S[slot, base + D_SKIP_UNTIL] = stream.skip_until
 
     # -- finished connections ------------------------------------------------------------------
-    def _finish(self, slots: Any) -> Iterator[Connection]:
+    def _finish(self, slots: Any) -> Iterator[Connection | ConnectionLine]:
         if not len(slots):
             return
         try:
             for start in range(0, len(slots), BUILD_CHUNK):
                 for conn in self._build_many(slots[start : start + BUILD_CHUNK]):
                     ac = self.app.pop(conn.id - 1, None)
-                    if ac is not None:
+                    if ac is not None and isinstance(conn, Connection):
                         ac.analyzer.finish(conn)
                     self.stats.connections += 1
                     yield conn
@@ -959,13 +973,12 @@ class Engine:
             synack_ts=_num(t[T_SYNACK_TS]),
         )
 
-    def _build_many(self, slots: Any) -> list[Connection]:
+    def _build_many(self, slots: Any) -> list[Connection | ConnectionLine]:
         """Finished connections from their rows; the per-direction stats are converted a batch at a time."""
         S = self.S[slots]
         T = self.T[slots]
         hists = self.Hs[slots]
-        dirs = [_direction_rows(S, T, d) for d in (0, 1)]
-        out: list[Connection] = []
+        out: list[Connection | ConnectionLine] = []
         memo = self._state_memo
         ip = self._ip
         events = self.events
@@ -991,9 +1004,55 @@ class Engine:
         )
         key_cols = [cols[c] for c in _STATE_KEY_COLS]
         syn_cols = [cols[D0 + D_SYNS], cols[D0 + ND + D_SYNS]]
-        for k, (s, t) in enumerate(zip(S[:, _CONN_COLS].tolist(), T.tolist(), strict=True)):
-            cid = s[i_id]
+        i_cpk, i_cby, i_spk, i_sby = (
+            cols[c] for c in (D0 + D_PACKETS, D0 + D_BYTES, D0 + ND + D_PACKETS, D0 + ND + D_BYTES)
+        )
+        rows = S[:, _CONN_COLS].tolist()
+        trows = T.tolist()
+        # first pass: state of every row, and which rows become full records
+        hist_of: list[str] = []
+        state_of: list[str] = []
+        full: list[int] = []
+        lite = self.lite
+        app = self.app
+        for k, s in enumerate(rows):
             hist = hists[k, : s[i_hl]].tobytes().decode("ascii")
+            key = (hist, *[s[i] > 0 for i in key_cols], s[syn_cols[0]] > 1, s[syn_cols[1]] > 1)
+            state = memo.get(key)
+            if state is None:
+                full_row = self.S[slots[k]].tolist()
+                state = memo[key] = conn_state(_sent(full_row, 0), _sent(full_row, 1), hist)
+                if len(memo) > 10_000:
+                    memo.clear()
+            hist_of.append(hist)
+            state_of.append(state)
+            cid = s[i_id]
+            if not (lite and state in _CLEAN_STATES and cid not in events and app.get(cid) is None):
+                full.append(k)
+        dirs: list[list[list[Any]]] = []
+        if full:
+            dirs = [_direction_rows(S[full], T[full], d) for d in (0, 1)]
+        at = dict(zip(full, range(len(full)), strict=True))
+        for k, (s, t) in enumerate(zip(rows, trows, strict=True)):
+            cid = s[i_id]
+            hist = hist_of[k]
+            state = state_of[k]
+            j = at.get(k)
+            if j is None:
+                out.append(
+                    ConnectionLine(
+                        cid + 1,
+                        state,
+                        f'{{"id": {cid + 1}, "client": "{Endpoint(ip(s[i_chi], s[i_clo]), s[i_cp])}", '
+                        f'"server": "{Endpoint(ip(s[i_shi], s[i_slo]), s[i_sp])}", "state": "{state}", '
+                        f'"history": "{hist}", "start": {t[T_START]!r}, '
+                        f'"duration": {round(t[T_END] - t[T_START], 6)!r}, "client_packets": {s[i_cpk]}, '
+                        f'"client_bytes": {s[i_cby]}, "server_packets": {s[i_spk]}, '
+                        f'"server_bytes": {s[i_sby]}, "retransmissions": 0, "reset_by": null, '
+                        f'"reset_frame": null, "first_frame": {s[i_ff]}, "last_frame": {s[i_lf]}}}',
+                    )
+                )
+                continue
             reset_by = s[i_rb]
             conn = Connection(
                 cid + 1,
@@ -1005,8 +1064,8 @@ class Engine:
                 s[i_lf],
                 "OTH",
                 hist,
-                DirectionStats(*dirs[0][k]),
-                DirectionStats(*dirs[1][k]),
+                DirectionStats(*dirs[0][j]),
+                DirectionStats(*dirs[1][j]),
                 None if reset_by < 0 else ("client" if reset_by == 0 else "server"),
                 s[i_rf] or None,
                 _num(t[T_RESET_TS]),
@@ -1020,14 +1079,6 @@ class Engine:
                 t[T_MAXIDLE],
                 s[i_mif] or None,
             )
-            key = (hist, *[s[i] > 0 for i in key_cols], s[syn_cols[0]] > 1, s[syn_cols[1]] > 1)
-            state = memo.get(key)
-            if state is None:
-                state = memo[key] = conn_state(
-                    _sent(self.S[slots[k]].tolist(), 0), _sent(self.S[slots[k]].tolist(), 1), hist
-                )
-                if len(memo) > 10_000:
-                    memo.clear()
             conn.state = state
             fb = s[i_fb]
             if fb == 0:
@@ -1162,15 +1213,20 @@ class CaptureAnalysis:
         observers: Iterable[ConnectionObserver] = (),
         *,
         keep_clean: int = 10_000,
+        keep_notable: int = 20_000,
         progress: Callable[[int, int | None], None] | None = None,
         engine: Engine | None = None,
+        lite: bool = False,
     ) -> None:
         self.reader = open_capture(path)
         self.engine = engine or Engine(factories)
         self.observers = list(observers)
         self.keep_clean = keep_clean
+        self.keep_notable = keep_notable
         self.progress = progress
         self.evidence = PcapEvidence(path=self.reader.name, stats=self.engine.stats)
+        # once keep_clean clean connections are kept, further clean ones may skip the objects
+        self.lite_allowed = lite and not self.observers
         self.done = False
         self._batches: Iterator[Batch] | None = None
         self._pending: list[Batch] = []
@@ -1201,6 +1257,14 @@ class CaptureAnalysis:
             )
 
     def connections(self) -> Iterator[Connection]:
+        """Every finished connection as a :class:`Connection` record."""
+        for conn in self.stream():
+            assert isinstance(conn, Connection)
+            yield conn
+
+    def stream(self) -> Iterator[Connection | ConnectionLine]:
+        """Like :meth:`connections`, but with ``lite=True`` the clean connections beyond
+        ``keep_clean`` come as :class:`ConnectionLine` (their JSON), which is much cheaper."""
         started = time.perf_counter()
         ev = self.evidence
         self.prime()
@@ -1227,9 +1291,14 @@ class CaptureAnalysis:
             st.problem_count = self.reader.problem_count
             self.done = True
 
-    def _emit(self, conns: Iterator[Connection]) -> Iterator[Connection]:
+    def _emit(self, conns: Iterator[Connection | ConnectionLine]) -> Iterator[Connection | ConnectionLine]:
         ev = self.evidence
         for conn in conns:
+            if isinstance(conn, ConnectionLine):
+                ev.states[conn.state] += 1
+                ev.clean_dropped += 1
+                yield conn
+                continue
             ev.states[conn.state] += 1
             if conn.reset_by:
                 ev.resets[(conn.reset_by, conn.reset_phase or "?")] += 1
@@ -1237,10 +1306,16 @@ class CaptureAnalysis:
                 for kind, n in _event_totals(conn):
                     ev.events[kind] += n
             if conn.state not in _CLEAN_STATES or conn.events:
-                ev.connections.append(conn)
+                if ev.notable_kept < self.keep_notable:
+                    ev.connections.append(conn)
+                    ev.notable_kept += 1
+                else:
+                    ev.notable_dropped += 1
             elif ev.clean_kept < self.keep_clean:
                 ev.connections.append(conn)
                 ev.clean_kept += 1
+                if ev.clean_kept >= self.keep_clean and self.lite_allowed:
+                    self.engine.lite = True
             else:
                 ev.clean_dropped += 1
             for observer in self.observers:

@@ -1,0 +1,53 @@
+"""The fast lane: clean connections beyond keep_clean come out as JSON text, identical to the records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tcpdoctor.evidence.pcap import Connection
+from tcpdoctor.sources.pcap import tracker
+from tcpdoctor.sources.pcap.tracker import CaptureAnalysis, ConnectionLine
+
+from . import writer as w
+
+
+def test_lines_equal_the_records_json_and_totals_stay_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tracker, "BUILD_CHUNK", 16)  # the lane opens between chunks of records
+    recs: list[w.Record] = []
+    for i in range(300):
+        conv = w.http_conversation(
+            "10.0.0.1" if i % 2 else "fd00::1",
+            "10.0.0.2" if i % 2 else "fd00::2",
+            cport=20000 + i,
+            start=1_700_000_000.0 + i * 0.0137,
+            isn_c=i * 7919,
+            v6=not i % 2,
+        )
+        recs += [w.Record(ts, w.ether(ip)) for ts, ip in conv]
+    refused = [
+        (1_700_000_009.0, w.ipv4("10.0.0.5", "10.0.0.6", w.tcp(51000, 9090, 7, 0, w.SYN))),
+        (1_700_000_009.001, w.ipv4("10.0.0.6", "10.0.0.5", w.tcp(9090, 51000, 0, 8, w.RST | w.ACK))),
+    ]
+    recs += [w.Record(ts, w.ether(ip)) for ts, ip in refused]
+    f = tmp_path / "many.pcap"
+    w.write_pcap(str(f), sorted(recs, key=lambda r: r.ts), 1)
+
+    full = {c.id: c.to_dict() for c in CaptureAnalysis(str(f)).connections()}
+    fast = CaptureAnalysis(str(f), keep_clean=5, lite=True)
+    items = list(fast.stream())
+    lines = [c for c in items if isinstance(c, ConnectionLine)]
+    records = [c for c in items if isinstance(c, Connection)]
+    assert len(lines) > 250 and len(items) == len(full) == 301
+    assert {c.state for c in records} >= {"REJ"}  # not clean: always a full record for the rules
+    for line in lines:
+        assert json.loads(line.json) == full[line.id]
+    for rec in records:
+        assert rec.to_dict() == full[rec.id]
+    ev = fast.evidence
+    assert ev.states == {"SF": 300, "REJ": 1} and ev.stats.connections == 301
+    assert ev.clean_dropped == 295 and len(ev.connections) == 6  # 5 clean kept + the REJ
