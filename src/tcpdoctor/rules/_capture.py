@@ -181,6 +181,8 @@ def idle_reset(conn: Connection) -> IdleReset | None:
         ex = exchanges[i]
         if ex.response is not None or ex.request.first_ts > conn.reset_ts:
             continue
+        if conn.reset_by != "server":
+            return None  # the client gave up its own request: an abort (PCP005), not a stale connection
         start = _last_activity_before(exchanges, i, conn)
         gap = ex.request.first_ts - start
         answer_delay = conn.reset_ts - ex.request.first_ts
