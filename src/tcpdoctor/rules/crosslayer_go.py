@@ -120,8 +120,9 @@ def probe_on_streaming_handler(bag: EvidenceBag) -> Iterator[Finding]:
         how = "text/event-stream" if h.event_stream else "a flushed write loop"
         yield probe_on_streaming_handler.finding(
             f"{sp.label} is served by {handler_label(h)}, a streaming handler ({how}) whose response never "
-            f"ends: the kubelet reads the body until timeoutSeconds {sp.probe.timeout_seconds} runs out "
-            "(unless 10 KiB arrive first), so the probe fails every period",
+            f"ends: the kubelet reads a probe body until 10 KiB or timeoutSeconds {sp.probe.timeout_seconds}, "
+            "so the probe never passes (once headers are flushed the timeout is a prober error, retried 3 times "
+            "and discarded: a readiness probe never turns Ready, a liveness probe never detects anything)",
             location=sp.location,
             subject=sp.workload.subject(sp.container),
             evidence=[
