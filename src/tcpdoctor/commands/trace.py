@@ -109,15 +109,31 @@ def event_line(e: TraceEvent) -> str:
     return "  ".join(parts)
 
 
+def _percentiles(micros: list[int]) -> dict[str, float] | None:
+    """p50/p90/p99/max in milliseconds of a sorted list of microseconds."""
+    if not micros:
+        return None
+
+    def pick(q: float) -> float:
+        return round(micros[min(len(micros) - 1, int(q * len(micros)))] / 1000, 3)
+
+    return {"count": len(micros), "p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": pick(1.0)}
+
+
 def summary_dict(trace: TraceEvidence) -> dict[str, Any]:
     kinds = Counter(e.kind for e in trace.events)
     reasons = Counter(f"{e.kind}:{e.reason}" for e in trace.events if e.reason)
+    connects = sorted(e.micros for e in trace.of_kind("connect") if e.micros is not None and not e.reason)
+    lifetimes = sorted(e.micros for e in trace.of_kind("lifetime") if e.micros is not None)
     return {
         "duration": round(trace.duration, 3),
         "what": list(trace.what),
         "events": dict(kinds),
         "reasons": dict(reasons.most_common(20)),
+        "connect_ms": _percentiles(connects),
+        "lifetime_ms": _percentiles(lifetimes),
         "lost_events": trace.lost_events,
+        "missed_probe_runs": trace.missed_runs,
         "notes": trace.notes,
         "namespaces": [
             {
@@ -139,6 +155,12 @@ def _preamble(trace: TraceEvidence) -> Any:
         console.print(f"[bold]trace[/bold] {s['duration']:.1f} s ({','.join(trace.what)}): {counts}")
         for key, n in s["reasons"].items():
             console.print(f"  {escape(key)}: {n}")
+        for label, key in (("connect latency", "connect_ms"), ("connection lifetime", "lifetime_ms")):
+            p = s[key]
+            if p:
+                console.print(
+                    f"  {label} ({p['count']}): p50 {p['p50']} ms, p90 {p['p90']} ms, p99 {p['p99']} ms, max {p['max']} ms"
+                )
         for ns in s["namespaces"][:10]:
             grown = ", ".join(f"{k} +{v}" for k, v in ns["delta"].items())
             tw = ns["time_wait"]

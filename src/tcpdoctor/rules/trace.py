@@ -48,8 +48,8 @@ RESET_REASONS: dict[str, tuple[str, str]] = {
         "close gracefully (no zero linger) unless the abort is intended, e.g. a probe dialer",
     ),
     "TCP_ABORT_ON_LINGER": (
-        "the FIN_WAIT2 linger time ran out",
-        "check tcp_fin_timeout and why the peer never closes its side",
+        "the socket was closed in FIN_WAIT2 with TCP_LINGER2 negative (abort instead of waiting for the peer's FIN)",
+        "remove the negative TCP_LINGER2 unless the abort is intended",
     ),
     "TCP_ABORT_ON_DATA": (
         "data arrived on a socket the application had already closed",

@@ -308,7 +308,8 @@ class TraceSession:
         attributor = Attributor()
         evidence = TraceEvidence(what=self.spec.what, notes=list(program.notes))
         watch_pids = sorted(self.filters.pids) if self.filters.pids else None
-        watch = NamespaceWatch(watch_pids) if "overflow" in self.spec.what else None
+        # the namespaces' counters are also the fallback when a tracepoint is missing (program.notes)
+        watch = NamespaceWatch(watch_pids) if "overflow" in self.spec.what or program.notes else None
         runner = Bpftrace(program.text, exe) if program.probes else None
         stop = stop or threading.Event()
         start_ns = time.monotonic_ns()
