@@ -946,6 +946,11 @@ class Engine:
         finally:
             release(self.free, self.G, slots)
 
+    def _endpoint_text(self, hi: int, lo: int, port: int) -> str:
+        """str(Endpoint(...)) without the object."""
+        text = self._ip(hi, lo)
+        return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+
     def _ip(self, hi: int, lo: int) -> str:
         key = (hi, lo)
         text = self._ips.get(key)
@@ -981,6 +986,7 @@ class Engine:
         out: list[Connection | ConnectionLine] = []
         memo = self._state_memo
         ip = self._ip
+        ep = self._endpoint_text
         events = self.events
         cols = {c: i for i, c in enumerate(_CONN_COLS)}
         i_id, i_chi, i_clo, i_shi, i_slo, i_cp, i_sp = (
@@ -1002,8 +1008,8 @@ class Engine:
                 C_CLOSED,
             )
         )
-        key_cols = [cols[c] for c in _STATE_KEY_COLS]
-        syn_cols = [cols[D0 + D_SYNS], cols[D0 + ND + D_SYNS]]
+        key_cols_s = list(_STATE_KEY_COLS)
+        syn_cols_s = [D0 + D_SYNS, D0 + ND + D_SYNS]
         i_cpk, i_cby, i_spk, i_sby = (
             cols[c] for c in (D0 + D_PACKETS, D0 + D_BYTES, D0 + ND + D_PACKETS, D0 + ND + D_BYTES)
         )
@@ -1015,9 +1021,14 @@ class Engine:
         full: list[int] = []
         lite = self.lite
         app = self.app
+        # what conn_state reads, as one int per row (vectorised): which counters are non-zero,
+        # and whether a side sent several SYNs
+        flags = np.concatenate([S[:, key_cols_s] > 0, S[:, syn_cols_s] > 1], axis=1)
+        sigs = (flags.astype(np.int64) << np.arange(flags.shape[1], dtype=np.int64)).sum(axis=1).tolist()
+        hist_bytes = hists.tobytes()
         for k, s in enumerate(rows):
-            hist = hists[k, : s[i_hl]].tobytes().decode("ascii")
-            key = (hist, *[s[i] > 0 for i in key_cols], s[syn_cols[0]] > 1, s[syn_cols[1]] > 1)
+            hist = hist_bytes[k * HIST_MAX : k * HIST_MAX + s[i_hl]].decode("ascii")
+            key = (hist, sigs[k])
             state = memo.get(key)
             if state is None:
                 full_row = self.S[slots[k]].tolist()
@@ -1043,8 +1054,8 @@ class Engine:
                     ConnectionLine(
                         cid + 1,
                         state,
-                        f'{{"id": {cid + 1}, "client": "{Endpoint(ip(s[i_chi], s[i_clo]), s[i_cp])}", '
-                        f'"server": "{Endpoint(ip(s[i_shi], s[i_slo]), s[i_sp])}", "state": "{state}", '
+                        f'{{"id": {cid + 1}, "client": "{ep(s[i_chi], s[i_clo], s[i_cp])}", '
+                        f'"server": "{ep(s[i_shi], s[i_slo], s[i_sp])}", "state": "{state}", '
                         f'"history": "{hist}", "start": {t[T_START]!r}, '
                         f'"duration": {round(t[T_END] - t[T_START], 6)!r}, "client_packets": {s[i_cpk]}, '
                         f'"client_bytes": {s[i_cby]}, "server_packets": {s[i_spk]}, '
