@@ -79,13 +79,15 @@ def gather(root: Path) -> scan_command.ScanContext:
 
 
 def _intro(root: Path, kinds: list[str]) -> Callable[[Any], None]:
+    read = ["its Kubernetes manifests"]
+    read += ["its Go source"] if "go" in kinds else []
+    read += ["a capture of its traffic"] if "pcap" in kinds else []
+    what = read[0] if len(read) == 1 else ", ".join(read[:-1]) + " and " + read[-1]
+
     def preamble(console: Any) -> None:
         console.print(
             f"[bold]tcpdoctor demo[/bold]: the example service [bold]livefeed[/bold] ({root}), "
-            "a Go server streaming price ticks as Server-Sent Events, with its Kubernetes manifests"
-            + (" and Go source" if "go" in kinds else "")
-            + (" and a capture" if "pcap" in kinds else "")
-            + ".\n"
+            f"a Go server streaming price ticks as Server-Sent Events; read: {what}.\n"
         )
 
     return preamble
@@ -118,7 +120,10 @@ def demo(
         inputs=ctx.inputs,
         findings=attach_patches(list(run_rules(ctx.bag, policy.enabled_rules()))),
         preamble=_intro(root, sorted(ctx.bag.kinds)),
-        notes=ctx.notes,
+        notes=[
+            *ctx.notes,
+            f"the mechanical fixes as a diff: tcpdoctor fix {root / 'deploy'}; a rule's page: tcpdoctor rule PRB012",
+        ],
     )
     finish(report, opts, policy)
 
