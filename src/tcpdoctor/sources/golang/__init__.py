@@ -17,6 +17,8 @@ handler does), ``routes`` (registrations and the handler behind each),
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.context
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -64,6 +66,13 @@ def _chunks(groups: dict[str, list[str]], size: int) -> list[list[tuple[str, lis
     return chunks
 
 
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """fork where it exists: workers start at once, without re-importing the CLI (Python 3.14 made
+    forkserver the Linux default, which re-imports ``__main__`` in every worker)."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else methods[0])
+
+
 def worker_count() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -94,7 +103,7 @@ def analyse_files(
     else:
         size = max(20, min(CHUNK_FILES, len(files) // (workers * 4) or 1))
         chunks = _chunks(groups, size)
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
             futures = {pool.submit(_analyse_chunk, c): sum(len(p) for _, p in c) for c in chunks}
             for fut in as_completed(futures):
                 merge(program, fut.result())
