@@ -35,8 +35,8 @@ classified with Zeek's conn_state and history, every RST is attributed to a side
 phase, retransmissions, dup ACKs, zero windows and keep-alives are counted as Wireshark's
 tcp.analysis flags count them, and the PCP rules explain what went wrong.
 
-Capture on the node with e.g. `tcpdump -i any -s 256 -w debug.pcap port 8080`
-(256 bytes per packet are enough for the headers and HTTP heads).
+Capture on the node with e.g. `tcpdump -i any -w debug.pcap 'tcp port 8080'` (the default
+snaplen keeps the HTTP heads; `-s 128` is enough for the TCP analysis alone).
 
 Examples:
 
