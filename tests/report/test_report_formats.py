@@ -331,6 +331,30 @@ def test_html_renders_in_a_real_browser(report: Report, tmp_path: Path) -> None:
     dom = proc.stdout
     assert dom.count("<tr>") == 1 + 5
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
+    shot = tmp_path / "report.png"
+    proc = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1200,900",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert (width, height) == (1200, 900)
+    assert len(png) > 20_000  # a rendered table, not a blank page
 
 
 # --- --output ------------------------------------------------------------------------------------------
