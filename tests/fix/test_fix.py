@@ -198,6 +198,13 @@ def test_fixes_follow_each_other_until_nothing_is_left() -> None:
     )
     result = fixed(text)
     assert [a.rule for a in result.applied] == ["PRB015", "PRB016"]
+    # PRB015 was in the file as written (its position is the container's line); PRB016 only came up
+    # once the sleep was added, so it has no position in the user's file
+    prestop, grace = result.applied
+    assert (
+        prestop.location is not None and text.splitlines()[prestop.location.line - 1].strip() == "- name: app"
+    )
+    assert grace.location is None
     assert "terminationGracePeriodSeconds: 20" in result.fixed
     assert fixed(result.fixed).applied == []
 

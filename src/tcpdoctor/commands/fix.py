@@ -103,7 +103,7 @@ def fix_command(
             else:
                 sys.stdout.write(result.diff())
             for applied in result.applied:
-                where = f"{applied.location}" if applied.location else str(result.path)
+                where = f"{applied.location}" if applied.location else f"{result.path} (follow-up)"
                 verb = "fixed" if write_files else "would fix"
                 err.print(
                     f"{where}: {verb} {applied.rule} ({applied.subject}): {applied.description}", markup=False

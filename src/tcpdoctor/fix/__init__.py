@@ -18,7 +18,7 @@ import difflib
 import os
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tcpdoctor.evidence.manifests import ManifestSet
@@ -52,7 +52,7 @@ __all__ = [
 class AppliedFix:
     rule: str
     description: str
-    location: Location | None
+    location: Location | None  # in the original file; None for a follow-up fix (found only after a fix)
     subject: str
 
 
@@ -149,8 +149,11 @@ def fix_text(text: str, path: str, policy: Policy | None = None, ctx: FixContext
     result = FileFix(Path(path), text, text)
     crlf = "\r\n" in text  # edited as LF, written back with the file's own line ends
     current = text.replace("\r\n", "\n") if crlf else text
-    for _ in range(MAX_ROUNDS):
+    first: dict[tuple[str, str], Location | None] = {}  # (rule, subject) -> position in the user's file
+    for round_number in range(MAX_ROUNDS):
         mset, findings = findings_for(current, path, policy)
+        if round_number == 0:
+            first = {(f.rule, str(f.subject)): f.location for f in reversed(findings)}
         if not findings:
             break
         fixed, applied = current, list[AppliedFix]()
@@ -162,6 +165,8 @@ def fix_text(text: str, path: str, policy: Policy | None = None, ctx: FixContext
         if fixed == current:
             break
         _check_still_parses(fixed, path)
+        if result.applied:  # positions of a later round are in the edited text, not in the user's file
+            applied = [replace(a, location=first.get((a.rule, a.subject))) for a in applied]
         result.applied.extend(applied)
         current = fixed
     if crlf:
@@ -219,8 +224,6 @@ def attach_patches(findings: list[Finding]) -> list[Finding]:
     `tcpdoctor fix` gives the combined, re-checked result. Files are read once per finding that
     has a fixer: meant for reports of a few files (the demo), not for a scan of thousands.
     """
-    from dataclasses import replace
-
     from tcpdoctor.model import Fix
 
     out: list[Finding] = []
