@@ -167,3 +167,12 @@ def test_fuzz_the_command_exits_0_1_or_2(m: tuple[Path, list[tuple[int, int]], i
                 assert "byte offset" in str(result.exception) or "no packet" in str(result.exception)
             else:
                 assert result.exit_code in (0, 1)
+
+
+def test_pcapng_cut_inside_an_interface_block_exits_2_with_the_offset(
+    tmp_path: Path, captures_dir: Path
+) -> None:
+    f = tmp_path / "cut.pcapng"
+    f.write_bytes((SHARED / "cs_tcp_handshake.pcapng").read_bytes()[:100])
+    out = cli(f)
+    assert out.returncode == 2 and "no packet could be read" in out.stderr and "byte offset" in out.stderr

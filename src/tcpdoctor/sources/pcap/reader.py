@@ -237,6 +237,9 @@ class CaptureReader:
             consumed = stop
             if status == fastpath.FRAME_OTHER_BLOCK:
                 consumed = self._pcapng_block(data, stop, base)
+                if consumed == stop and eof:
+                    self._truncated(data, stop, base, 12)
+                    consumed = len(data)
             elif status == fastpath.FRAME_BAD:
                 resync = _pcapng_resync(arr, stop + 4, self._big_endian)
                 if resync < 0:
