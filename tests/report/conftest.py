@@ -55,7 +55,7 @@ def sample_findings() -> list[Finding]:
             severity=Severity.INFO,
             title="reset by server",
             message="the server reset the connection 61.0 s after the last byte.",
-            location=Location("trace.pcap"),
+            location=Location("captures/rollout #2.pcap"),
             subject=Subject(connection="10.0.0.1:51234 -> 10.0.0.2:8080"),
             evidence=[Evidence("pcap", "frame 17: RST", Location("trace.pcap", 17))],
         ),

@@ -222,6 +222,8 @@ def test_sarif_validates_against_the_official_schema(
     go_uri = results[2]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
     assert go_uri == "file:///abs/path%20with%20space/cmd/main.go"
     assert "locations" not in results[3]  # no file position: no location, not a fake one
+    pcap = results[4]["locations"][0]["physicalLocation"]
+    assert pcap == {"artifactLocation": {"uri": "captures/rollout%20%232.pcap"}}  # relative, percent-encoded
     rules = run["tool"]["driver"]["rules"]
     for r in results:
         if "ruleIndex" in r:
@@ -390,7 +392,12 @@ def test_output_text_to_a_file_is_plain(report: Report, tmp_path: Path) -> None:
 def test_findings_sort_by_file_then_line_then_severity(findings: list[Finding]) -> None:
     ordered = sorted(findings, key=Finding.sort_key)
     lines = [(f.location.path, f.location.line) for f in ordered if f.location]
-    assert lines[:2] == [("/abs/path with space/cmd/main.go", 12), ("deploy/api.yaml", 41)]
+    assert lines == [
+        ("/abs/path with space/cmd/main.go", 12),
+        ("captures/rollout #2.pcap", None),
+        ("deploy/api.yaml", 41),
+        ("deploy/api.yaml", 52),
+    ]
     assert ordered[-1].severity is Severity.INFO and ordered[-1].location is None
 
 

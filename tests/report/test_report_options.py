@@ -69,7 +69,7 @@ def test_fail_on_error_passes_when_only_warnings(findings: list[Finding]) -> Non
 
 def test_select_by_prefix_and_ignore(findings: list[Finding]) -> None:
     _, out = _run(findings, "--format", "json", "--select", "prb,PCP001", "--fail-on", "never")
-    assert _rules(out) == ["PRB003", "PRB007", "PCP001"]
+    assert _rules(out) == ["PCP001", "PRB003", "PRB007"]  # sorted by file: captures/ before deploy/
     _, out = _run(findings, "--format", "json", "--select", "PRB", "--ignore", "PRB00", "--fail-on", "never")
     assert _rules(out) == []
 

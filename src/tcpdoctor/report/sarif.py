@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import quote
 
 from tcpdoctor import __version__
 from tcpdoctor.model import Finding, Severity
@@ -31,7 +32,8 @@ def _rule_descriptor(rule: Rule) -> dict[str, Any]:
 
 def _uri(path: str) -> str:
     p = Path(path)
-    return p.as_posix() if not p.is_absolute() else p.as_uri()
+    # a relative URI reference must be percent-encoded too (RFC 3986: no spaces, '#' or '%' as is)
+    return quote(p.as_posix()) if not p.is_absolute() else p.as_uri()
 
 
 def _result(f: Finding, index: dict[str, int]) -> dict[str, Any]:
