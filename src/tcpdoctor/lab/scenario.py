@@ -35,6 +35,7 @@ class Scenario:
     play: Callable[[LabContext], None]
     expect: tuple[str, ...] = ()  # rule IDs a correct diagnosis contains
     clean_at: str | None = None  # the false-positive control: no finding at or above this severity
+    forbid: tuple[str, ...] = ()  # rule IDs that would be a wrong diagnosis here
     time_limit: float = 90.0
     # extra checks on the evidence (e.g. the MTU seen by the node audit); each returns problems
     checks: tuple[Callable[[LabContext], list[str]], ...] = ()
@@ -201,6 +202,7 @@ def judge(scenario: Scenario, ctx: LabContext) -> Verdict:
     if scenario.clean_at is not None:
         floor = SEVERITY_ORDER[scenario.clean_at]
         too_severe = [f for f in findings if SEVERITY_ORDER.get(f["severity"], 0) >= floor]
+    too_severe += [f for f in findings if f["rule"] in scenario.forbid]
     errors = [
         f"{a.command}: exit {a.exit_code}: {a.error.splitlines()[-1] if a.error else ''}"
         for a in ctx.analyses
