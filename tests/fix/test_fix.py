@@ -423,3 +423,31 @@ def test_crlf_line_ends_are_kept() -> None:
     result = fixed(text, "PRB007")
     assert [a.rule for a in result.applied] == ["PRB007"]
     assert result.fixed == text.replace("failureThreshold: 1", "failureThreshold: 3")
+
+
+def test_a_comment_above_the_next_item_stays_above_it() -> None:
+    """ruamel hangs the comment block before a key on the previous value; an added key must not steal it."""
+    text = deployment(
+        "readinessProbe:\n  httpGet: {path: /readyz, port: http}  # main port\n\n"
+        "# the sidecar ships the logs\n"
+    )
+    text = text.replace(
+        "# the sidecar ships the logs\n",
+        "# the sidecar ships the logs\n        - name: logs\n          image: fluent/fluent-bit:3\n",
+    )
+    result = fixed(text, "PRB015")
+    assert [a.rule for a in result.applied] == ["PRB015"]
+    lines = result.fixed.splitlines()
+    comment = lines.index("          # the sidecar ships the logs")
+    assert lines[comment + 1] == "        - name: logs"
+    assert "port: http}  # main port" in lines[lines.index("          lifecycle:") - 1]
+
+
+def test_comments_after_a_replaced_exec_probe_are_kept() -> None:
+    probe = (
+        "livenessProbe:\n  exec:\n    command: [sh, -c, 'echo > /dev/tcp/127.0.0.1/8080']\n"
+        "  # checks the port only\n  periodSeconds: 10\n"
+    )
+    text = deployment(HEALTHY.replace("livenessProbe:\n  httpGet: {path: /healthz, port: http}\n", probe))
+    result = fixed(text, "PRB009")
+    assert "port: http\n            # checks the port only\n            periodSeconds: 10\n" in result.fixed

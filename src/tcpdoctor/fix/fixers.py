@@ -8,6 +8,7 @@ next to their siblings).
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Callable, MutableMapping
@@ -69,24 +70,91 @@ def edit_for(data: Any, target: Target) -> Edit | None:
 # --- editing helpers ----------------------------------------------------------------------------------------
 
 
+def _deepest_last(node: Any, key: Any) -> tuple[Any, Any]:
+    """The innermost (collection, key or index) whose line ends the text of ``node[key]``."""
+    value = node[key]
+    while isinstance(value, CommentedMap | CommentedSeq) and len(value) and not value.fa.flow_style():
+        node, key = value, (list(value.keys())[-1] if isinstance(value, CommentedMap) else len(value) - 1)
+        value = node[key]
+    return node, key
+
+
+def _post_comment_slot(node: Any) -> int:
+    return 2 if isinstance(node, CommentedMap) else 0  # where ruamel keeps the comment after a value
+
+
+def _move_trailing_comment(mapping: CommentedMap, before: str, inserted: str) -> None:
+    """Comment lines after the value of ``before`` belong to what followed it: move them below ``inserted``.
+
+    ruamel attaches a comment block that precedes a key to the end of the previous value (its
+    deepest last scalar). A key inserted after that value would land *below* the block, so the
+    comment would describe the new key; the block is moved to the end of the new value instead,
+    the previous line's own end-of-line comment staying where it is.
+    """
+    holder, slot_key = _deepest_last(mapping, before)
+    entry = holder.ca.items.get(slot_key)
+    slot = _post_comment_slot(holder)
+    token = entry[slot] if entry and len(entry) > slot else None
+    if token is None or not isinstance(getattr(token, "value", None), str):
+        return
+    text: str = token.value
+    inline = text[: text.index("\n") + 1] if text.startswith("#") and "\n" in text else ""
+    rest = text[len(inline) :] if inline else text[1:] if text.startswith("\n") else ""
+    if not rest:
+        return
+    if inline:
+        token.value = inline
+    else:
+        entry[slot] = None
+    new_holder, new_key = _deepest_last(mapping, inserted)
+    new_slot = _post_comment_slot(new_holder)
+    new_entry = new_holder.ca.items.setdefault(new_key, [None, None, None, None])
+    moved = copy.copy(token)
+    moved.value = "\n" + rest
+    new_entry[new_slot] = moved
+
+
+def _insert(mapping: MutableMapping[str, Any], position: int, key: str, value: Any) -> None:
+    if not isinstance(mapping, CommentedMap):
+        mapping[key] = value
+        return
+    keys = list(mapping.keys())
+    mapping.insert(position, key, value)
+    if position > 0:
+        _move_trailing_comment(mapping, keys[position - 1], key)
+
+
+def replace_key(mapping: MutableMapping[str, Any], old: str, new: str, value: Any) -> None:
+    """Put ``new: value`` where ``old`` was; the comment lines after the old value follow the new one."""
+    keys = list(mapping.keys())
+    position = keys.index(old)
+    if not isinstance(mapping, CommentedMap):
+        del mapping[old]
+        mapping[new] = value
+        return
+    holder, slot_key = _deepest_last(mapping, old)
+    entry = holder.ca.items.get(slot_key)
+    slot = _post_comment_slot(holder)
+    token = entry[slot] if entry and len(entry) > slot else None
+    del mapping[old]
+    mapping.insert(position, new, value)
+    if token is not None:
+        new_holder, new_key = _deepest_last(mapping, new)
+        new_holder.ca.items.setdefault(new_key, [None, None, None, None])[_post_comment_slot(new_holder)] = (
+            token
+        )
+
+
 def insert_after(mapping: MutableMapping[str, Any], anchors: tuple[str, ...], key: str, value: Any) -> None:
     """Add ``key`` right after the last of ``anchors`` present (else at the end), keeping the others' order."""
     keys = list(mapping.keys())
     present = [keys.index(a) for a in anchors if a in mapping]
-    position = max(present) + 1 if present else len(keys)
-    if isinstance(mapping, CommentedMap):
-        mapping.insert(position, key, value)
-    else:
-        mapping[key] = value
+    _insert(mapping, max(present) + 1 if present else len(keys), key, value)
 
 
 def insert_before(mapping: MutableMapping[str, Any], anchor: str, key: str, value: Any) -> None:
     keys = list(mapping.keys())
-    position = keys.index(anchor) if anchor in keys else len(keys)
-    if isinstance(mapping, CommentedMap):
-        mapping.insert(position, key, value)
-    else:
-        mapping[key] = value
+    _insert(mapping, keys.index(anchor) if anchor in keys else len(keys), key, value)
 
 
 def set_value(mapping: MutableMapping[str, Any], key: str, value: Any, after: tuple[str, ...] = ()) -> None:
@@ -125,8 +193,6 @@ TIMING_KEYS = (
 
 
 def _copy_handler(node: MutableMapping[str, Any]) -> tuple[str, Any] | None:
-    import copy
-
     for key in HANDLER_KEYS:
         if key in node:
             return key, copy.deepcopy(node[key])
@@ -223,13 +289,7 @@ def dev_tcp_to_tcp_socket(finding: Finding, target: Target, edit: Edit, ctx: Fix
     if match is None or match.group(1) not in LOCAL_HOSTS:
         return None  # curl in a distroless image etc.: no mechanical replacement
     port = _port_ref(target.container, int(match.group(2)))
-    keys = list(node.keys())
-    position = keys.index("exec")
-    del node["exec"]
-    if isinstance(node, CommentedMap):
-        node.insert(position, "tcpSocket", block(port=port))
-    else:
-        node["tcpSocket"] = block(port=port)
+    replace_key(node, "exec", "tcpSocket", block(port=port))
     return f"replace the /dev/tcp exec probe with tcpSocket port {port}"
 
 
@@ -322,8 +382,8 @@ def grace_period(finding: Finding, target: Target, edit: Edit, ctx: FixContext) 
     seconds = required_grace_seconds(target)
     if seconds <= target.workload.termination_grace_period_seconds:
         return None
-    set_value(edit.pod_spec, "terminationGracePeriodSeconds", seconds, after=())
-    if list(edit.pod_spec.keys())[-1] == "terminationGracePeriodSeconds" and "containers" in edit.pod_spec:
-        del edit.pod_spec["terminationGracePeriodSeconds"]
+    if "terminationGracePeriodSeconds" in edit.pod_spec:
+        edit.pod_spec["terminationGracePeriodSeconds"] = seconds
+    else:
         insert_before(edit.pod_spec, "containers", "terminationGracePeriodSeconds", seconds)
     return f"set terminationGracePeriodSeconds to {seconds}"
