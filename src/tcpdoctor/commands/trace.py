@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -172,6 +175,35 @@ def _preamble(trace: TraceEvidence) -> Any:
     return show
 
 
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C and SIGTERM end the trace gracefully (summary and findings still come); a second
+    one aborts. Installed explicitly: a process started in the background by a shell inherits
+    SIGINT ignored, and `kill -INT` must still stop the trace."""
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _announce(ready: threading.Event, finished: threading.Event, text: str) -> None:
+    """A spinner on stderr (a terminal) while bpftrace compiles and attaches: seconds on a busy node."""
+    console = Console(stderr=True)
+    with console.status("compiling and attaching the eBPF probes (bpftrace)..."):
+        while not ready.wait(0.2):
+            if finished.is_set():
+                return
+    console.print(f"[dim]{escape(text)}[/dim]")
+
+
 def _write_jsonl(out: IO[str], obj: dict[str, Any]) -> None:
     out.write(json.dumps(obj, separators=(",", ":")) + "\n")
     out.flush()
@@ -190,11 +222,17 @@ def _snapshot_obj(snap: Snapshot) -> dict[str, Any]:
 
 def _run_aggregate(spec: ProgramSpec, duration: float | None, fmt: str, output: Path | None) -> None:
     stop = threading.Event()
-    with open_output(output) as out, Aggregator(spec) as agg:
-        timer = threading.Timer(duration, agg.close) if duration else None
+    with stop_on_signals(stop), open_output(output) as out, Aggregator(spec, cancel=stop) as agg:
+        timer = threading.Timer(duration, stop.set) if duration else None
         if timer:
             timer.daemon = True
             timer.start()
+
+        def close_on_stop() -> None:
+            stop.wait()
+            agg.close()
+
+        threading.Thread(target=close_on_stop, daemon=True).start()
         try:
             for snap in agg.snapshots():
                 if fmt == "text":
@@ -301,16 +339,25 @@ def trace(
             sink.flush()
 
     session = TraceSession(spec, filters, on_event=on_event)
+    finished = threading.Event()
     if sys.stderr.isatty():
         limit = f" for {duration:g} s" if duration else " (Ctrl-C to stop)"
-        print(f"tcpdoctor: tracing {','.join(spec.what)}{limit}...", file=sys.stderr)
+        threading.Thread(
+            target=_announce,
+            args=(session.ready, finished, f"tracing {','.join(spec.what)}{limit}"),
+            daemon=True,
+        ).start()
     started = time.monotonic()
+    stop = threading.Event()
     try:
-        evidence = session.run(duration)
+        with stop_on_signals(stop):
+            evidence = session.run(duration, stop)
     except BaseException:
+        finished.set()
         if jsonl_file is not None:
             jsonl_file.__exit__(*sys.exc_info())
         raise
+    finished.set()
     bag = EvidenceBag()
     bag.add("trace", evidence)
     policy = opts.policy()

@@ -111,7 +111,9 @@ def decode_map(data: dict[str, Any], formats: dict[str, TracepointFormat]) -> di
 class Aggregator:
     """Runs an aggregate program and yields a :class:`Snapshot` every interval."""
 
-    def __init__(self, spec: ProgramSpec, formats: KernelFormats | None = None) -> None:
+    def __init__(
+        self, spec: ProgramSpec, formats: KernelFormats | None = None, cancel: threading.Event | None = None
+    ) -> None:
         if spec.aggregate_every is None:
             raise InputError("the aggregator needs an interval (ProgramSpec.aggregate_every)")
         self.spec = spec
@@ -119,6 +121,7 @@ class Aggregator:
         self.maps = [m for m in MAPS if f"{m}[" in self.program.text or f"{m} =" in self.program.text]
         self.runner: Bpftrace | None = None
         self.stopped = threading.Event()
+        self.cancel = cancel
         self._started = 0.0
         self._overflow_base: int | None = None
 
@@ -126,7 +129,7 @@ class Aggregator:
         exe = check_environment()
         if self.maps:
             self.runner = Bpftrace(self.program.text, exe)
-            self.runner.start()
+            self.runner.start(cancel=self.cancel)
         self._started = time.monotonic()
         if "overflow" in self.spec.what:
             self._overflow_base = read_counters("self")[0].get("ListenOverflows", 0)

@@ -60,7 +60,12 @@ class Bpftrace:
         self.stderr: list[str] = []
         self.lost = 0
 
-    def start(self, timeout: float = ATTACH_TIMEOUT) -> None:
+    def start(self, timeout: float = ATTACH_TIMEOUT, cancel: threading.Event | None = None) -> None:
+        """Start bpftrace and return once its probes are live; KeyboardInterrupt if ``cancel`` is
+        set meanwhile (compiling and attaching takes seconds, tens of seconds on a busy node)."""
+        self._start(timeout, cancel or threading.Event())
+
+    def _start(self, timeout: float, cancel: threading.Event) -> None:
         env = dict(
             os.environ, BPFTRACE_MAP_KEYS_MAX="65536", BPFTRACE_STRLEN="16", BPFTRACE_PERF_RB_PAGES="1024"
         )
@@ -76,6 +81,9 @@ class Bpftrace:
         threading.Thread(target=self._read_stderr, daemon=True).start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if cancel.is_set():
+                self.stop(grace=0)
+                raise KeyboardInterrupt
             try:
                 msg = self.messages.get(timeout=0.1)
             except queue.Empty:
@@ -86,7 +94,7 @@ class Bpftrace:
                 if "READY" not in self.program:
                     return
                 ready_by = time.monotonic() + timeout
-                while time.monotonic() < ready_by:
+                while time.monotonic() < ready_by and not cancel.is_set():
                     os.getppid()  # fires the program's readiness probe once everything is attached
                     try:
                         msg = self.messages.get(timeout=0.05)
@@ -316,7 +324,7 @@ class TraceSession:
         started = time.monotonic()
         try:
             if runner is not None:
-                runner.start()
+                runner.start(cancel=stop)
             start_ns = time.monotonic_ns()  # bpftrace's nsecs is CLOCK_MONOTONIC
             started = time.monotonic()
             if watch is not None:
