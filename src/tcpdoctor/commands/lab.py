@@ -51,10 +51,13 @@ def _report(console: Console, verdict: Verdict) -> None:
 
 @lab_app.command("run")
 def run(
-    scenario: Annotated[str | None, typer.Argument(help="A scenario name (see `tcpdoctor lab list`).")] = None,
+    scenario: Annotated[
+        str | None, typer.Argument(help="A scenario name (see `tcpdoctor lab list`).")
+    ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Run every scenario.")] = False,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Keep the captures, snapshots and reports in DIR/<scenario>/.")
+        Path | None,
+        typer.Option("--out", help="Keep the captures, snapshots and reports in DIR/<scenario>/."),
     ] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Leave the namespaces in place to explore.")] = False,
 ) -> None:
