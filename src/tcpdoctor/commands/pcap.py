@@ -26,7 +26,6 @@ from tcpdoctor.model import Finding, Input, InputError
 from tcpdoctor.report import Report
 from tcpdoctor.report.json_report import RawJSON
 from tcpdoctor.rules.registry import EvidenceBag, run_rules
-from tcpdoctor.sources.pcap.tracker import CaptureAnalysis, ConnectionLine, Engine
 
 PROGRESS_MIN_BYTES = 4 * 1024 * 1024
 
@@ -202,6 +201,9 @@ def pcap(
     ignore: IgnoreOpt = None,
     fail_on: FailOnOpt = None,
 ) -> None:
+    # imported here: numba's start-up is paid by `tcpdoctor pcap` only, not by every command
+    from tcpdoctor.sources.pcap.tracker import CaptureAnalysis, ConnectionLine, Engine
+
     opts = ReportOptions(format, output, select, ignore, fail_on)
     opts.validate()
     keep = ConnectionFilter(port, host, state)
