@@ -50,8 +50,8 @@ PROGRESS_MIN_FILES = 50  # below this a progress bar is noise
 
 HELP = """Find probe, lifecycle and connection problems in Kubernetes manifests (and Go source).
 
-PATH may be files or directories (walked recursively; .git, node_modules, vendor, .venv and
-hidden directories are skipped). Manifests are YAML or JSON, multi-document, `kind: List`
+PATH may be files or directories (walked recursively; .git, node_modules, vendor, testdata,
+.venv and hidden directories are skipped; a file named explicitly is always read). Manifests are YAML or JSON, multi-document, `kind: List`
 (`kubectl get -o yaml` dumps) or rendered Helm/kustomize output; YAML that is not a Kubernetes
 object is ignored, a file that cannot be parsed is reported as TDR001 and the scan goes on.
 

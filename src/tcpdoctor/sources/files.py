@@ -6,7 +6,7 @@
     found.skipped        # (path, reason): binary, too large, unreadable; shown as notes
 
 Directories are walked recursively, skipping ``.git``, ``node_modules``, ``vendor``,
-``.venv``, ``__pycache__`` and every hidden directory. A file named explicitly on the
+``testdata`` (Go's fixture folders), ``.venv``, ``__pycache__`` and every hidden directory. A file named explicitly on the
 command line is always taken (as a manifest unless it ends in ``.go``), whatever its
 suffix, the way ``kubectl apply -f FILE`` takes it. A path that does not exist is bad
 usage (:class:`~tcpdoctor.model.InputError`, exit 2).
