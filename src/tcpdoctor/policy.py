@@ -34,7 +34,7 @@ class Policy:
         return [r for r in all_rules() if self.rule_enabled(r.id)]
 
     def apply(self, findings: Iterable[Finding]) -> list[Finding]:
-        """Drop suppressed findings, apply severity overrides, return them sorted."""
+        """Drop suppressed and superseded findings, apply severity overrides, return them sorted."""
         kept: list[Finding] = []
         for f in findings:
             if not self.rule_enabled(f.rule):
@@ -45,8 +45,34 @@ class Policy:
                 continue
             override = self.config.severity.get(f.rule)
             kept.append(replace(f, severity=override) if override else f)
+        kept = drop_superseded(kept)
         kept.sort(key=Finding.sort_key)
         return kept
+
+
+def _object_key(f: Finding) -> tuple[str | None, str | None, str | None]:
+    return (f.subject.kind, f.subject.namespace or "default", f.subject.name)
+
+
+def drop_superseded(findings: list[Finding]) -> list[Finding]:
+    """A cross-layer finding that confirms a manifest-only guess replaces it on the same object.
+
+    PRB012 ("the path looks like a stream") and XL001 ("the Go handler behind it streams")
+    describe one problem: once XL001 has fired on Deployment/api, PRB012 on it is noise.
+    """
+    rules = {r.id: r for r in all_rules()}
+    shadowed: set[tuple[str, tuple[str | None, str | None, str | None]]] = set()
+    for f in findings:
+        rule = rules.get(f.rule)
+        if rule is not None and f.subject.name:
+            shadowed.update((old, _object_key(f)) for old in rule.supersedes)
+    return [f for f in findings if (f.rule, _object_key(f)) not in shadowed]
+
+
+def unknown_ids(patterns: Iterable[str]) -> list[str]:
+    """Patterns of --select/--ignore/config that match no rule (a typo would silence everything)."""
+    ids = [r.id for r in all_rules()]
+    return [p for p in patterns if p and not any(i.startswith(p.upper()) for i in ids)]
 
 
 def parse_ids(text: str | None) -> list[str]:

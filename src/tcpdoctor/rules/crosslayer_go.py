@@ -110,6 +110,7 @@ def handler_label(handler: Handler) -> str:
     name="probe-on-streaming-handler",
     severity=Severity.ERROR,
     summary="a probe is served by a streaming (never-ending) Go handler",
+    supersedes=("PRB012",),
     needs=("manifests", "go"),
 )
 def probe_on_streaming_handler(bag: EvidenceBag) -> Iterator[Finding]:
@@ -145,6 +146,7 @@ def probe_on_streaming_handler(bag: EvidenceBag) -> Iterator[Finding]:
     name="liveness-handler-does-dependency-io",
     severity=Severity.ERROR,
     summary="the liveness probe's Go handler calls a dependency",
+    supersedes=("PRB013",),
     needs=("manifests", "go"),
 )
 def liveness_handler_does_dependency_io(bag: EvidenceBag) -> Iterator[Finding]:
@@ -254,6 +256,7 @@ def _streams(program: GoProgram, server: matching.GoServer) -> bool:
     name="grace-period-shorter-than-drain",
     severity=Severity.WARNING,
     summary="terminationGracePeriodSeconds < preStop sleep + the Go Server.Shutdown timeout",
+    supersedes=("PRB016",),
     needs=("manifests", "go"),
 )
 def grace_period_shorter_than_drain(bag: EvidenceBag) -> Iterator[Finding]:
@@ -316,6 +319,7 @@ def grace_period_shorter_than_drain(bag: EvidenceBag) -> Iterator[Finding]:
     name="no-prestop-with-immediate-shutdown",
     severity=Severity.WARNING,
     summary="no preStop delay while the Go server stops accepting at once on SIGTERM",
+    supersedes=("PRB015",),
     needs=("manifests", "go"),
 )
 def no_prestop_with_immediate_shutdown(bag: EvidenceBag) -> Iterator[Finding]:

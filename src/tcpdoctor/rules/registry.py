@@ -60,6 +60,9 @@ class Rule:
     summary: str
     needs: tuple[str, ...]
     check: Check
+    # manifest-only guesses this rule confirms with more evidence: when this rule fires on an
+    # object, their findings on the same object are dropped (the user sees the certain one)
+    supersedes: tuple[str, ...] = ()
 
     @property
     def family(self) -> str:
@@ -105,6 +108,7 @@ def rule(
     severity: Severity,
     summary: str,
     needs: Iterable[str],
+    supersedes: Iterable[str] = (),
 ) -> Callable[[Check], Rule]:
     """Register a check under ``rule_id``; the decorated name becomes the :class:`Rule`."""
     if not RULE_ID.match(rule_id):
@@ -113,7 +117,7 @@ def rule(
     def register(check: Check) -> Rule:
         if rule_id in _RULES:
             raise ValueError(f"rule {rule_id} registered twice")
-        registered = Rule(rule_id, name, severity, summary, tuple(needs), check)
+        registered = Rule(rule_id, name, severity, summary, tuple(needs), check, tuple(supersedes))
         _RULES[rule_id] = registered
         return registered
 
