@@ -152,3 +152,40 @@ def test_bad_usage_exits_2_with_one_line(tmp_path: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 2 and "--format" in proc.stderr
+
+
+def test_suppressor_matches_findings_located_outside_the_manifests(tmp_path: Path) -> None:
+    from tcpdoctor.model import Finding, Location, Severity, Subject
+    from tcpdoctor.sources import manifests
+
+    path = tmp_path / "a.yaml"
+    path.write_text(
+        BAD.replace(
+            "labels: {app: api}\n    spec:",
+            'labels: {app: api}\n      annotations: {tcpdoctor.io/ignore: "XL001"}\n    spec:',
+            1,
+        )
+    )
+    mset = manifests.collect([path])
+    suppressed = manifests.suppressor(mset)
+    subject = Subject(kind="Deployment", name="api", container="app")
+    in_go = Finding("XL001", Severity.ERROR, "t", "m", Location("cmd/api/main.go", 10, 2), subject)
+    assert suppressed(in_go)
+    assert not suppressed(
+        Finding("XL002", Severity.ERROR, "t", "m", Location("cmd/api/main.go", 10, 2), subject)
+    )
+    other = Subject(kind="Deployment", name="web", container="app")
+    assert not suppressed(
+        Finding("XL001", Severity.ERROR, "t", "m", Location("cmd/api/main.go", 10, 2), other)
+    )
+
+
+def test_progress_is_called_once_per_file(tmp_path: Path) -> None:
+    from tcpdoctor.sources import manifests
+
+    for i in range(3):
+        (tmp_path / f"{i}.yaml").write_text(GOOD)
+    seen: list[Path] = []
+    mset = manifests.collect([tmp_path], progress=seen.append)
+    assert sorted(p.name for p in seen) == ["0.yaml", "1.yaml", "2.yaml"]
+    assert len(mset.workloads) == 3 and len(mset.files) == 3
