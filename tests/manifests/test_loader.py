@@ -313,3 +313,14 @@ def test_read_file_on_random_bytes(tmp_path_factory: pytest.TempPathFactory, dat
         manifests.extract(manifests.read_file(path))
     except (ParseFailure, SkippedFile):
         pass
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_roundtrip_loader_never_raises_anything_else(text: str) -> None:
+    try:
+        docs = manifests.load_text(text, "fuzz.yaml", roundtrip=True)
+    except ParseFailure as exc:
+        assert exc.error.message
+        return
+    manifests.extract(docs)
