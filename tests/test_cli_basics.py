@@ -11,11 +11,16 @@ def test_version() -> None:
     assert result.stdout.strip() == "tcpdoctor 0.1.0"
 
 
-def test_unknown_rule_exits_2() -> None:
-    from tcpdoctor.model import InputError
+def test_unknown_rule_exits_2_with_one_line() -> None:
+    import subprocess
+    import sys
 
-    result = CliRunner().invoke(app, ["rule", "ZZZ999"])
-    assert isinstance(result.exception, InputError)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tcpdoctor", "rule", "ZZZ999"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "ZZZ999" in proc.stderr
+    assert proc.stdout == ""
 
 
 def test_output_into_a_fifo_keeps_the_fifo(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -35,3 +40,30 @@ def test_output_into_a_fifo_keeps_the_fifo(tmp_path) -> None:  # type: ignore[no
     reader.join(timeout=10)
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
     assert '"schema": "tcpdoctor/report/v1"' in got[0]
+
+
+def test_select_with_a_typo_is_bad_usage(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tcpdoctor.model import InputError
+
+    (tmp_path / "pod.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: []}\n"
+    )
+    result = CliRunner().invoke(app, ["scan", str(tmp_path), "--select", "PRB,NOPE001"])
+    assert isinstance(result.exception, InputError)
+    assert "NOPE001" in str(result.exception)
+    ok = CliRunner().invoke(app, ["scan", str(tmp_path), "--select", "PRB,XL00"])
+    assert ok.exception is None or isinstance(ok.exception, SystemExit)
+
+
+def test_cross_layer_finding_supersedes_the_manifest_guess() -> None:
+    from tcpdoctor.model import Finding, Severity, Subject
+    from tcpdoctor.policy import drop_superseded
+
+    api = Subject(kind="Deployment", name="api", container="app")
+    other = Subject(kind="Deployment", name="web", container="app")
+
+    def f(rule: str, subject: Subject) -> Finding:
+        return Finding(rule, Severity.WARNING, rule, "m", subject=subject)
+
+    kept = drop_superseded([f("PRB012", api), f("XL001", api), f("PRB012", other)])
+    assert [(k.rule, k.subject.name) for k in kept] == [("XL001", "api"), ("PRB012", "web")]

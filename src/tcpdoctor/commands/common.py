@@ -11,7 +11,7 @@ import typer
 
 from tcpdoctor.config import Config
 from tcpdoctor.model import InputError
-from tcpdoctor.policy import Policy, exit_code, parse_ids
+from tcpdoctor.policy import Policy, exit_code, parse_ids, unknown_ids
 from tcpdoctor.report import FORMATS, Report, write_report
 
 FormatOpt = Annotated[
@@ -50,6 +50,10 @@ class ReportOptions:
             raise InputError(f"--format {self.format!r}: expected one of {', '.join(FORMATS)}")
         if self.fail_on is not None and self.fail_on not in ("error", "warning", "info", "never"):
             raise InputError(f"--fail-on {self.fail_on!r}: expected error, warning, info or never")
+        for option, text in (("--select", self.select), ("--ignore", self.ignore)):
+            unknown = unknown_ids(parse_ids(text))
+            if unknown:
+                raise InputError(f"{option}: no rule matches {', '.join(unknown)} (see `tcpdoctor rules`)")
 
     def policy(self, config: Config | None = None) -> Policy:
         return Policy(select=parse_ids(self.select), ignore=parse_ids(self.ignore), config=config or Config())
