@@ -67,3 +67,13 @@ def test_cross_layer_finding_supersedes_the_manifest_guess() -> None:
 
     kept = drop_superseded([f("PRB012", api), f("XL001", api), f("PRB012", other)])
     assert [(k.rule, k.subject.name) for k in kept] == [("XL001", "api"), ("PRB012", "web")]
+
+
+def test_rules_list_one_line_per_rule_when_piped() -> None:
+    from tcpdoctor.rules.registry import all_rules
+
+    result = CliRunner().invoke(app, ["rules"])
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(all_rules())
+    assert all(len(line.split("\t")) == 5 for line in lines)
+    assert lines[0].startswith("PRB001\t")

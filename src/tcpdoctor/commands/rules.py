@@ -43,6 +43,11 @@ def list_rules(
         return
     if format != "text":
         raise InputError(f"--format {format!r}: expected text or json")
+    if not sys.stdout.isatty():
+        # one rule per line, nothing cut: for grep, less and CI logs
+        for r in rules:
+            sys.stdout.write(f"{r.id}\t{r.severity.label}\t{'+'.join(r.needs)}\t{r.name}\t{r.summary}\n")
+        return
     table = Table(show_lines=False, box=None, pad_edge=False)
     for col in ("ID", "name", "severity", "needs", "detects"):
         table.add_column(col, no_wrap=col != "detects")

@@ -25,6 +25,9 @@ RULE_ID = re.compile(r"^(TDR|PRB|SRV|CLI|SSE|KRN|PCP|TRC|XL|PRO)\d{3}$")
 
 Check = Callable[["EvidenceBag"], Iterable[Finding]]
 
+# the catalog's order (RULES.md): manifests, Go, node, capture, trace, cross-layer, then ours
+FAMILY_ORDER = {f: i for i, f in enumerate(("PRB", "SRV", "CLI", "SSE", "KRN", "PCP", "TRC", "XL", "PRO", "TDR"))}
+
 
 class EvidenceBag:
     """The evidence of one run, by kind ("manifests", "go", "node", "pcap", "trace", "probe").
@@ -129,7 +132,7 @@ def all_rules() -> list[Rule]:
     from tcpdoctor import rules as _families
 
     _families.load_all()
-    return sorted(_RULES.values(), key=lambda r: (r.family, r.id))
+    return sorted(_RULES.values(), key=lambda r: (FAMILY_ORDER.get(r.family, len(FAMILY_ORDER)), r.id))
 
 
 def get_rule(rule_id: str) -> Rule | None:
