@@ -168,6 +168,14 @@ def neighbours(n: int) -> Callable[[NodeSnapshot], None]:
     return change
 
 
+def ipvs_tcp(seconds: int) -> Callable[[NodeSnapshot], None]:
+    def change(snap: NodeSnapshot) -> None:
+        assert snap.net is not None
+        snap.net.ipvs = {"tcp": seconds, "tcpfin": 120, "udp": 300}
+
+    return change
+
+
 def both(*changes: Callable[[NodeSnapshot], None]) -> Callable[[NodeSnapshot], None]:
     def change(snap: NodeSnapshot) -> None:
         for c in changes:
@@ -251,9 +259,16 @@ CASES: list[tuple[str, Callable[[NodeSnapshot], None], str, Callable[[NodeSnapsh
     ("KRN010", grow(TCPTimeouts=40), "TCPTimeouts +3/s (+30 in 10.0 s)", grow(TCPTimeouts=10)),
     (
         "KRN011",
+        both(set_sysctl("net.ipv4.tcp_keepalive_time", "7200"), ipvs_tcp(900)),
+        "tcp_keepalive_time is 7200 s, longer than kube-proxy IPVS (tcp) 900 s",
+        both(set_sysctl("net.ipv4.tcp_keepalive_time", "600"), ipvs_tcp(900)),
+    ),
+    # the kernel default alone, with no middlebox known on the node's paths, is not a finding
+    (
+        "KRN011",
+        both(set_sysctl("net.ipv4.tcp_keepalive_time", "120"), ipvs_tcp(60)),
+        "longer than kube-proxy IPVS (tcp) 60 s",
         set_sysctl("net.ipv4.tcp_keepalive_time", "7200"),
-        "tcp_keepalive_time is 7200 s, longer than Azure Load Balancer 240 s, AWS NLB 350 s, kube-proxy IPVS (tcp) 900 s",
-        set_sysctl("net.ipv4.tcp_keepalive_time", "240"),
     ),
     (
         "KRN012",

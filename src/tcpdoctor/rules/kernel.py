@@ -50,6 +50,8 @@ CNI_PREFIXES = (
 IPVS_DUMMY = "kube-ipvs0"
 
 # Documented idle timeouts of L4 middleboxes that TCP keepalives keep open (RULES.md "known middlebox").
+# A node audit cannot see a cloud load balancer: these are offered in the page as values to put
+# in .tcpdoctor.toml, and only the node's own IPVS (when loaded) and configured ones are used.
 L4_IDLE_TIMEOUTS = {"Azure Load Balancer": 240, "AWS NLB": 350, "kube-proxy IPVS (tcp)": 900}
 
 
@@ -145,7 +147,8 @@ def somaxconn_low(bag: EvidenceBag) -> Iterator[Finding]:
         subject=node_subject(snap),
         evidence=sysctl_evidence(snap, "net.core.somaxconn"),
         fix=Fix(
-            "sysctl -w net.core.somaxconn=4096 (per network namespace: set it in the pod's securityContext.sysctls)"
+            "sysctl -w net.core.somaxconn=4096 (per network namespace; for a pod it is not a safe sysctl: "
+            "the kubelet must allow it with --allowed-unsafe-sysctls)"
         ),
     )
 
@@ -548,7 +551,8 @@ def keepalive_longer_than_middlebox(bag: EvidenceBag) -> Iterator[Finding]:
     keepalive = snap.sysctl_int("net.ipv4.tcp_keepalive_time")
     if keepalive is None:
         return
-    timeouts = {**L4_IDLE_TIMEOUTS, **configured_idle_timeouts(bag)}
+    # only middleboxes known to be on this node's paths: its own IPVS, and those the user configured
+    timeouts = dict(configured_idle_timeouts(bag))
     if snap.net and snap.net.ipvs and snap.net.ipvs.get("tcp"):
         timeouts["kube-proxy IPVS (tcp)"] = snap.net.ipvs["tcp"]
     shorter = {name: t for name, t in sorted(timeouts.items(), key=lambda kv: kv[1]) if t < keepalive}
