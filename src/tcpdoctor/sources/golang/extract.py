@@ -100,7 +100,7 @@ def analyse_package(directory: str, paths: list[str]) -> GoProgram:
         except OSError:
             continue
         tree = parse.parse(source)
-        errors, first = parse.count_errors(tree)
+        errors, first = parse.count_errors(tree, source)
         pkg_match = PACKAGE_CLAUSE.search(source)
         gofile = GoFile(
             path=path,

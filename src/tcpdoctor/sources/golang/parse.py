@@ -53,8 +53,12 @@ def location(path: str, node: Node) -> Location:
     return Location(path, row + 1, col + 1)
 
 
-def count_errors(tree: Tree) -> tuple[int, tuple[int, int] | None]:
-    """ERROR and MISSING nodes of a tree (0 and None when it parsed cleanly)."""
+def count_errors(tree: Tree, source: bytes = b"") -> tuple[int, tuple[int, int] | None]:
+    """ERROR and MISSING nodes of a tree, and the (row, column) of the first (0 and None when clean).
+
+    The position is that of the token the parse broke on (what ``gofmt -e`` reports), read from
+    the ERROR / MISSING node as :func:`error_point` explains.
+    """
     root = tree.root_node
     if not root.has_error:
         return 0, None
@@ -63,16 +67,73 @@ def count_errors(tree: Tree) -> tuple[int, tuple[int, int] | None]:
     stack = [root]
     while stack:
         node = stack.pop()
-        if not node.has_error:
+        if not node.has_error and not node.is_missing:
             continue
         if node.is_error or node.is_missing:
             count += 1
-            if first is None or node.start_point < first:
-                first = (node.start_point[0], node.start_point[1])
+            point = error_point(node, source)
+            if first is None or point < first:
+                first = point
             if node.is_missing:
                 continue
-        stack.extend(node.children)
+        children = node.children
+        if not node.is_error and not any(c.has_error or c.is_missing for c in children):
+            # the error is a hidden node (a MISSING statement terminator, source_file_token1) that
+            # `children` does not list: it sits before the child that should have been separated
+            count += 1
+            after = children[1] if len(children) > 1 else node
+            point = (after.start_point[0], after.start_point[1])
+            if first is None or point < first:
+                first = point
+            continue
+        stack.extend(children)
     return count, first
+
+
+def error_point(node: Node, source: bytes = b"") -> tuple[int, int]:
+    """Where an ERROR or MISSING node says the syntax error is, as (row, column), 0-based.
+
+    - MISSING: a zero-width node at the end of the token before the gap; the error is the next
+      token, so the white space after it is skipped.
+    - ERROR that starts with a bare token (``var x int = }``, ``= }``): tree-sitter popped a valid
+      but unfinished prefix into the node, so the error is its last token when that is a bare
+      token (the ``}``), else the end of the node (an unterminated ``[]int{1,2``); a lone keyword
+      (``defer``) wants an operand after it.
+    - any other ERROR holds the tokens that were skipped: the error is where it starts.
+    """
+    if node.is_missing:
+        return _skip_blanks(source, node.start_point, newlines=True)
+    children = node.children
+    if not children or children[0].is_named:
+        return node.start_point[0], node.start_point[1]
+    if len(children) == 1:
+        if text(children[0]).isalpha():
+            return _skip_blanks(source, node.end_point, newlines=True)
+        return node.start_point[0], node.start_point[1]
+    last = children[-1]
+    if not last.is_named:
+        return last.start_point[0], last.start_point[1]
+    return _skip_blanks(source, node.end_point, newlines=False)
+
+
+def _skip_blanks(source: bytes, point: tuple[int, int], *, newlines: bool) -> tuple[int, int]:
+    """(row, column) moved past spaces and tabs (and line ends with ``newlines``) to the next token;
+    a column is a byte offset in its line, as tree-sitter counts it."""
+    row, column = point
+    if not source:
+        return row, column
+    start = 0
+    for _ in range(row):
+        start = source.find(b"\n", start) + 1
+        if start == 0:
+            return row, column
+    offset = start + column
+    blanks = b" \t\r\n" if newlines else b" \t"
+    while offset < len(source) and source[offset] in blanks:
+        if source[offset] == 0x0A:
+            row, start = row + 1, offset + 1
+        offset += 1
+    return row, offset - start
 
 
 def string_literal(node: Node | None) -> str | None:
