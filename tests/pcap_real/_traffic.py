@@ -170,6 +170,29 @@ def zerowin(port: int) -> None:
     t.join(5)
 
 
+def slowreader(port: int) -> None:
+    """The lab's slow-reader: the client shrinks its receive buffer after the handshake (as Go's
+    SetReadBuffer does), asks for 8 MB and reads nothing for 3 s, then closes with unread data (RST).
+    The receiver shrinks its window to zero under data already in flight; the server resends it into
+    the closed window (Linux: "our retransmits become zero probes"). MSS 1400: full-size segments."""
+
+    def handler(conn: socket.socket) -> None:
+        conn.recv(4096)
+        with contextlib.suppress(OSError):
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 8000000\r\n\r\n" + b"s" * 8_000_000)
+        conn.close()
+
+    t = serve_once(port, handler)
+    s = socket.socket()
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1400)
+    s.connect((HOST, port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(request("/big"))
+    time.sleep(3.0)
+    s.close()
+    t.join(5)
+
+
 def reuse(port: int) -> None:
     """The server closes first (its side keeps TIME_WAIT); the client reconnects from the same port."""
 
@@ -194,24 +217,32 @@ def reuse(port: int) -> None:
     t.join(5)
 
 
+def kube_probe(port: int, path: str) -> None:
+    """One kubelet probe attempt: a new connection, User-Agent kube-probe/, 1 s for everything."""
+    with connect(port) as s:
+        s.sendall(request(path, PROBE_UA))
+        deadline = time.monotonic() + 1.0
+        with contextlib.suppress(OSError):
+            while (left := deadline - time.monotonic()) > 0:
+                s.settimeout(left)
+                if not s.recv(4096):
+                    break
+
+
 def probes(port: int) -> None:
     """What the kubelet does: one connection per probe, User-Agent kube-probe/, 1 s for everything."""
-
-    def probe(path: str) -> None:
-        with connect(port) as s:
-            s.sendall(request(path, PROBE_UA))
-            deadline = time.monotonic() + 1.0
-            with contextlib.suppress(OSError):
-                while (left := deadline - time.monotonic()) > 0:
-                    s.settimeout(left)
-                    if not s.recv(4096):
-                        break
-
-    threads = [threading.Thread(target=probe, args=(p,)) for p in ("/events", "/slow", "/hang")]
+    threads = [threading.Thread(target=kube_probe, args=(port, p)) for p in ("/events", "/slow", "/hang")]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+
+
+def proberetry(port: int) -> None:
+    """The kubelet's retries of a prober error (prober.go runProbeWithRetries, maxProbeRetries 3):
+    three attempts on /events back to back, each given up after its 1 s timeout."""
+    for _ in range(3):
+        kube_probe(port, "/events")
 
 
 def h2_frame(ftype: int, flags: int, sid: int, payload: bytes) -> bytes:
@@ -388,7 +419,9 @@ SCENARIOS: dict[str, Callable[[int], None]] = {
     "complete": complete,
     "zerowin": zerowin,
     "reuse": reuse,
+    "slowreader": slowreader,
     "probes": probes,
+    "proberetry": proberetry,
     "h2goaway": lambda p: h2(p, True),
     "h2clean": lambda p: h2(p, False),
     "tls": tls,

@@ -40,7 +40,15 @@ IDLE_LINE = next(
     for i, line in enumerate((SERVER_SRC / "main.go").read_text().splitlines(), start=1)
     if "IdleTimeout: 1 * time.Second" in line
 )
-GO_PORTS = {"clean": 8080, "idle": 8081, "race": 8082, "probes": 8083, "h2goaway": 8084, "h2clean": 8085}
+GO_PORTS = {
+    "clean": 8080,
+    "idle": 8081,
+    "race": 8082,
+    "probes": 8083,
+    "h2goaway": 8084,
+    "h2clean": 8085,
+    "proberetry": 8086,
+}
 PY_PORTS = {
     "refused": 7001,
     "abort": 7002,
@@ -54,6 +62,7 @@ PY_PORTS = {
     "bigdrop": 7013,
     "inject": 7014,
     "farabort": 7015,
+    "slowreader": 7016,
 }
 REJECT = ("-j", "REJECT", "--reject-with", "tcp-reset")
 # iptables rules inside the test's namespace (the drops and the forged RST the scenarios need)
@@ -71,11 +80,13 @@ EXPECTED: dict[str, set[str]] = {
     "idle": {"PCP003"},
     "race": {"PCP004"},
     "probes": {"PCP012"},
+    "proberetry": {"PCP012"},
     "h2goaway": {"PCP011"},
     "h2clean": set(),
     "abort": {"PCP005"},
     "complete": set(),
     "zerowin": {"PCP008"},
+    "slowreader": {"PCP005", "PCP008"},  # not PCP007/PCP009: the resends went into a zero window
     "reuse": {"PCP010"},
     "tls": {"PCP014"},
     "synslow": {"PCP013"},
@@ -207,6 +218,20 @@ def test_zero_window_slow_reader_recovers(captures: dict[str, Path]) -> None:
 
 
 @pytest.mark.root
+def test_slow_reader_resends_are_window_limited_not_lost(captures: dict[str, Path]) -> None:
+    """Issue #6: full-size segments resent into a zero window are neither an MTU black hole nor loss."""
+    findings = _findings(captures["slowreader"])
+    (f,) = _only(findings, "PCP008")
+    assert "the client advertised a zero receive window" in f.message
+    assert "data retransmission" in f.message and "went into the closed window" in f.message
+    assert "the connection ended still stalled" in f.message
+    assert not [g.message for g in findings if g.rule in ("PCP007", "PCP009")]
+    # the raw counts stay the engine's (tshark's): the resends are still retransmissions
+    evidence = diagnose(captures["slowreader"])[0]
+    assert evidence.events["retransmission"] >= 2
+
+
+@pytest.mark.root
 def test_reused_four_tuple(captures: dict[str, Path]) -> None:
     (f,) = _only(_findings(captures["reuse"]), "PCP010")
     assert "reused the 4-tuple" in f.message and "completed normally" in f.message
@@ -223,6 +248,19 @@ def test_probe_stream_and_slow(captures: dict[str, Path]) -> None:
     (clean_conns) = diagnose(captures["clean"])[0].connections
     probes = [e for c in clean_conns if (r := app_result(c)) for e in r.probe_exchanges]
     assert len(probes) == 1 and probes[0].total is not None and probes[0].total < 1.0
+
+
+@pytest.mark.root
+def test_probe_stream_is_a_discarded_error_retried_back_to_back(captures: dict[str, Path]) -> None:
+    """Issue #6: a head in time and a body that never ends is a prober error (retried, then thrown
+    away), not a failure; the kubelet's 3 attempts of one period show as 3 connections 1 s apart."""
+    (f,) = _only(_findings(captures["proberetry"]), "PCP012")
+    assert f.message.startswith("3 kubelet probe requests GET /events to 127.0.0.1:8086 were answered")
+    assert "a prober error" in f.message and "throws away" in f.message
+    assert "back-to-back retries of one period" in f.message
+    (single,) = [g for g in _findings(captures["probes"]) if "GET /events" in g.message]
+    assert "a prober error" in single.message
+    assert "back-to-back" not in single.message  # the close case: one attempt alone is no retry run
 
 
 @pytest.mark.root
@@ -297,7 +335,9 @@ spec:
     _, findings = diagnose(captures["probes"], manifests=manifests)
     (f,) = [f for f in findings if f.rule == "XL009"]
     assert "readiness probe request" in f.message and "GET /events :8083" in f.message
-    assert "1 failed against timeoutSeconds 1" in f.message
+    # the head came at once and the body never ended: a prober error the kubelet discards (XL001, PRO002)
+    assert "0 failed and 1 errored (discarded) against timeoutSeconds 1" in f.message
+    assert "the pod never becomes Ready" in f.message and f.severity == Severity.ERROR
     # the close case: the fast /healthz probe of the clean capture, against the same kind of spec
     healthy = tmp_path / "healthy.yaml"
     healthy.write_text(manifest.read_text().replace("8083", "8080").replace("/events", "/healthz"))

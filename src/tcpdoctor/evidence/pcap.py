@@ -327,6 +327,9 @@ class PcapEvidence:
     clean_dropped: int = 0
     notable_kept: int = 0
     notable_dropped: int = 0  # connections with problems beyond keep_notable (counted, not kept)
+    # results an app-layer factory aggregates over every finished connection, kept or not, by name
+    # (the factory's bind(evidence) publishes them: "probes" is sources.pcap.app.ProbeLedger)
+    aggregates: dict[str, Any] = field(default_factory=dict)
 
     def with_state(self, *states: str) -> list[Connection]:
         return [c for c in self.connections if c.state in states]

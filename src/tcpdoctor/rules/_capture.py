@@ -20,14 +20,16 @@ from dataclasses import dataclass
 from tcpdoctor.evidence.pcap import (
     RETRANSMISSION,
     SYN_RETRANSMISSION,
+    ZERO_WINDOW,
     Connection,
     Direction,
     PcapEvidence,
     TcpEvent,
 )
-from tcpdoctor.model import Evidence, Location
+from tcpdoctor.model import Evidence, Location, Subject
 from tcpdoctor.rules.registry import EvidenceBag
-from tcpdoctor.sources.pcap.app import AppResult, app_result
+from tcpdoctor.sources.pcap.app import AppResult, ProbeRecord, app_result, probe_ledger
+from tcpdoctor.sources.pcap.app import probe_records as records_of
 from tcpdoctor.sources.pcap.http1 import Exchange
 
 IDLE_GAP_SECONDS = 2.0
@@ -128,6 +130,32 @@ def data_retransmissions(conn: Connection, side: Direction) -> list[TcpEvent]:
         for e in conn.events
         if e.direction is side and e.kind.endswith(RETRANSMISSION) and e.frame not in syn_frames
     ]
+
+
+def into_zero_window(conn: Connection, side: Direction, event: TcpEvent) -> bool:
+    """True when ``side`` sent this retransmission while its peer advertised a zero receive window.
+
+    The peer's zero-window advertisements bracket it: one before, and one after it (the peer
+    still said 0 in answer, so it took nothing), or more zero windows than the capped event list
+    kept. Linux retransmits unacknowledged data into a window the receiver shrank to zero and
+    calls those retransmits zero-window probes (net/ipv4/tcp_timer.c, tcp_retransmit_timer:
+    "Receiver dastardly shrinks window. Our retransmits become zero probes"): they are not losses.
+    """
+    zero = side_events(conn, ZERO_WINDOW, side.other)
+    if not zero or zero[0].ts > event.ts:
+        return False
+    if any(z.ts >= event.ts for z in zero):
+        return True
+    return conn.stats(side.other).zero_windows > len(zero)
+
+
+def split_retransmissions(conn: Connection, side: Direction) -> tuple[list[TcpEvent], list[TcpEvent]]:
+    """(data retransmissions that may be losses, those sent into the peer's zero window)."""
+    lost: list[TcpEvent] = []
+    windowed: list[TcpEvent] = []
+    for e in data_retransmissions(conn, side):
+        (windowed if into_zero_window(conn, side, e) else lost).append(e)
+    return lost, windowed
 
 
 def app(conn: Connection) -> AppResult | None:
@@ -243,52 +271,117 @@ def race(conn: Connection) -> tuple[Exchange, tuple[int, float]] | None:
 
 
 # --- probes: PCP012 and XL009 ---------------------------------------------------------------------
+# What the kubelet does with one HTTP probe attempt (k8s.io/kubernetes pkg/probe/http/http.go
+# DoHTTPProbe, pkg/kubelet/prober/prober.go runProbeWithRetries, pkg/kubelet/prober/worker.go doProbe):
+# - no response head within timeoutSeconds: client.Do fails, a plain Failure (counts toward
+#   failureThreshold);
+# - a head in time but the body read runs into the timeout: DoHTTPProbe returns an error; the prober
+#   retries at once, up to maxProbeRetries = 3 attempts, and when all error the worker throws the
+#   result away ("Prober error, throw away the result"): the probe's state does not change;
+# - a complete answer in time: Success for 200-399, Failure otherwise.
+
+MAX_PROBE_RETRIES = 3
+ERRORED = frozenset({"stream", "body_timeout"})
+FAILED = frozenset({"status", "slow", "unanswered"})
 
 
 @dataclass
 class ProbeSeen:
-    """One kubelet probe request in the capture and what became of it."""
+    """One kubelet probe request in the capture and what became of it against a timeout."""
 
-    conn: Connection
-    exchange: Exchange
-    latency: float | None  # request sent -> end of response (None: never completed)
-    first_byte: float | None
-    outcome: str  # "ok" | "status" | "slow" | "unanswered" | "stream"
-    waited: float  # how long the capture shows the client waiting (for unanswered/stream)
+    record: ProbeRecord
+    outcome: str  # "ok" | "status" | "slow" | "unanswered" (failures) | "stream" | "body_timeout" (errors)
+
+    @property
+    def verdict(self) -> str:
+        """The kubelet's result for this attempt: "success", "failure" or "error" (discarded)."""
+        if self.outcome in ERRORED:
+            return "error"
+        return "failure" if self.outcome in FAILED else "success"
 
     @property
     def target(self) -> str:
-        return self.exchange.request.target
+        return self.record.target
 
     @property
     def server_port(self) -> int:
-        return self.conn.server.port
+        return self.record.server_port
+
+    @property
+    def latency(self) -> float | None:
+        return self.record.latency
+
+    @property
+    def waited(self) -> float:
+        return self.record.waited
+
+    def subject(self) -> Subject:
+        return Subject(connection=self.record.connection)
+
+
+def classify_probe(rec: ProbeRecord, timeout: float) -> str:
+    """The outcome of one probe request against ``timeout`` (see the table above)."""
+    head = rec.head_latency
+    if rec.status is None or head is None:
+        return "unanswered"
+    if head > timeout:
+        return "slow"  # no headers within the timeout: client.Do failed
+    total = rec.latency
+    if rec.streaming and (not rec.complete or total is None or total >= timeout):
+        return "stream"  # a stream ends only when the prober gives up and closes
+    if (total is None and rec.waited >= timeout) or (total is not None and total > timeout):
+        return "body_timeout"
+    return "ok" if 200 <= rec.status < 400 else "status"
+
+
+def probe_records(pcap: PcapEvidence) -> list[ProbeRecord]:
+    """Every probe request of the capture: the analysis's ledger (all connections), or the kept ones."""
+    ledger = probe_ledger(pcap)
+    if ledger is not None:
+        return ledger.records
+    return [r for c in pcap.connections if (res := app(c)) is not None for r in records_of(c, res)]
 
 
 def probes(pcap: PcapEvidence, timeout: float = DEFAULT_PROBE_TIMEOUT) -> list[ProbeSeen]:
-    """Every probe request (User-Agent kube-probe/) with its latency and outcome against ``timeout``."""
-    seen: list[ProbeSeen] = []
-    for conn in pcap.connections:
-        result = app(conn)
-        if result is None:
-            continue
-        for ex in result.probe_exchanges:
-            resp = ex.response
-            waited = conn.end - ex.sent_ts
-            if resp is None:
-                outcome = "unanswered"
-            elif resp.streaming and (not resp.complete or (ex.total or 0.0) >= timeout):
-                outcome = "stream"  # a stream ends only when the kubelet gives up and closes
-            elif ex.total is None:
-                outcome = "unanswered" if waited >= timeout else "ok"
-            elif ex.total > timeout:
-                outcome = "slow"
-            elif not 200 <= resp.status < 400:
-                outcome = "status"
-            else:
-                outcome = "ok"
-            seen.append(ProbeSeen(conn, ex, ex.total, ex.first_byte, outcome, waited))
+    """Every probe request (User-Agent kube-probe/) with its outcome against ``timeout``, in sent order."""
+    seen = [ProbeSeen(r, classify_probe(r, timeout)) for r in probe_records(pcap)]
+    seen.sort(key=lambda s: s.record.sent_ts)
     return seen
+
+
+def retry_runs(seen: Sequence[ProbeSeen]) -> list[list[ProbeSeen]]:
+    """Errored attempts of one probe that started as soon as the previous one was given up: the
+    kubelet's back-to-back retries of one period (at most MAX_PROBE_RETRIES per run)."""
+    runs: list[list[ProbeSeen]] = []
+    current: list[ProbeSeen] = []
+    for s in sorted(seen, key=lambda s: s.record.sent_ts):
+        if s.verdict != "error":
+            current = []
+            continue
+        prev = current[-1] if current else None
+        if prev is not None and len(current) < MAX_PROBE_RETRIES:
+            gap = s.record.sent_ts - prev.record.sent_ts
+            if prev.waited - 0.05 <= gap <= prev.waited + max(0.3, 0.3 * prev.waited):
+                current.append(s)
+                continue
+        current = [s]
+        runs.append(current)
+    return [r for r in runs if len(r) >= 2]
+
+
+def retries_text(seen: Sequence[ProbeSeen]) -> str:
+    """'; the attempts at frames 4, 20, 37 (1.00 s and 1.00 s after the previous) are the kubelet's
+    back-to-back retries of one period' or ''."""
+    runs = retry_runs(seen)
+    if not runs:
+        return ""
+    run = max(runs, key=len)
+    gaps = intervals([s.record.sent_ts for s in run])
+    more = f" (and {len(runs) - 1} more such run{'s' if len(runs) > 2 else ''})" if len(runs) > 1 else ""
+    return (
+        f"; the attempts at {frames(s.record.sent_frame for s in run)} ({' and '.join(secs(g) for g in gaps)} "
+        f"after the previous) are the kubelet's back-to-back retries of one period{more}"
+    )
 
 
 def tuple_key(conn: Connection) -> tuple[str, str]:

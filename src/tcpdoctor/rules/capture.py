@@ -387,7 +387,8 @@ def mtu_black_hole(bag: EvidenceBag) -> Iterator[Finding]:
             mine = c.stats(side)
             # the largest segment this side may send: the peer's MSS, or its own if smaller (TCP_MAXSEG)
             mss = min((m for m in (peer.mss, mine.mss) if m), default=1460)
-            retx = cap.data_retransmissions(c, side)
+            # segments resent into the peer's zero window were refused by the receiver, not the path
+            retx, _ = cap.split_retransmissions(c, side)
             big = [e for e in retx if e.length >= 0.85 * mss]
             if len(big) < 3 or len(big) < len(retx):
                 continue
@@ -435,10 +436,11 @@ def zero_window_stall(bag: EvidenceBag) -> Iterator[Finding]:
             all_probes = sorted(
                 {e.frame: e for e in [*probes, *keepalive_probes]}.values(), key=lambda e: e.ts
             )
+            _, windowed = cap.split_retransmissions(c, side.other)
             start = zw[0].ts
-            last = max([e.ts for e in zw] + [e.ts for e in all_probes])
+            last = max(e.ts for e in [*zw, *all_probes, *windowed])
             count = c.stats(side).zero_windows
-            last_frame = max(e.frame for e in [*zw, *all_probes])
+            last_frame = max(e.frame for e in [*zw, *all_probes, *windowed])
             dead = last_frame >= c.last_frame - 1  # nothing but the stall until the connection's end
             ending = (
                 "and the connection ended still stalled"
@@ -452,10 +454,17 @@ def zero_window_stall(bag: EvidenceBag) -> Iterator[Finding]:
                 if all_probes
                 else ""
             )
+            resent = (
+                f", the {side.other.label}'s {len(windowed)} data retransmission{'s' if len(windowed) != 1 else ''} "
+                f"({cap.frames(e.frame for e in windowed)}) went into the closed window (persist probes, "
+                "not losses)"
+                if windowed
+                else ""
+            )
             yield zero_window_stall.finding(
                 f"{c.name}: the {side.label} advertised a zero receive window {count} time"
-                f"{'s' if count != 1 else ''} ({cap.frames(e.frame for e in zw)}){span}{probed}, {ending}: "
-                f"the {side.label} application reads slower than data arrives",
+                f"{'s' if count != 1 else ''} ({cap.frames(e.frame for e in zw)}){span}{probed}{resent}, "
+                f"{ending}: the {side.label} application reads slower than data arrives",
                 location=cap.location(pcap),
                 subject=c.subject(),
                 evidence=[
@@ -487,9 +496,9 @@ def heavy_retransmission(bag: EvidenceBag) -> Iterator[Finding]:
     pcap = cap.capture(bag)
     for c in pcap.connections:
         for side in (Direction.CLIENT, Direction.SERVER):
-            retx = cap.data_retransmissions(c, side)
+            retx, windowed = cap.split_retransmissions(c, side)
             if not retx:
-                continue
+                continue  # only resends into a zero window: a slow reader (PCP008), not loss
             stats = c.stats(side)
             ratio = len(retx) / max(1, stats.packets)
             by_seq: dict[int, list[float]] = {}
@@ -509,9 +518,15 @@ def heavy_retransmission(bag: EvidenceBag) -> Iterator[Finding]:
                     else ""
                 )
                 tail = ", and was never acknowledged before the connection ended" if unacked else ""
+                beside = (
+                    f" ({len(windowed)} more went into the {side.other.label}'s zero window, PCP008, and are "
+                    "not counted)"
+                    if windowed
+                    else ""
+                )
                 yield heavy_retransmission.finding(
                     f"{c.name}: the {side.label} retransmitted {len(retx)} of its {stats.packets} segments "
-                    f"({ratio:.0%}; {cap.frames(e.frame for e in retx)}){backoff}{tail}",
+                    f"({ratio:.0%}; {cap.frames(e.frame for e in retx)}){beside}{backoff}{tail}",
                     location=cap.location(pcap),
                     subject=c.subject(),
                     evidence=[
@@ -659,7 +674,7 @@ def http2_goaway(bag: EvidenceBag) -> Iterator[Finding]:
     "PCP012",
     name="probe-request-failing",
     severity=Severity.ERROR,
-    summary="kubelet probe requests slower than the timeout, unanswered, or answered with a stream",
+    summary="kubelet probe requests that fail (no answer in time) or error (a body that never ends in time)",
     needs=("pcap",),
 )
 def probe_request_failing(bag: EvidenceBag) -> Iterator[Finding]:
@@ -669,46 +684,36 @@ def probe_request_failing(bag: EvidenceBag) -> Iterator[Finding]:
     for seen in cap.probes(pcap, timeout):
         if seen.outcome in ("ok", "status"):
             continue
-        groups.setdefault((str(seen.conn.server), seen.target, seen.outcome), []).append(seen)
+        groups.setdefault((seen.record.server, seen.target, seen.outcome), []).append(seen)
     for (server, target, outcome), seen_list in groups.items():
         first = seen_list[0]
-        ex = first.exchange
         n = len(seen_list)
+        were = "were" if n > 1 else "was"
         head = f"{n} kubelet probe request{'s' if n > 1 else ''} GET {target} to {server}"
-        if outcome == "stream":
-            resp = ex.response
-            assert resp is not None
-            result = cap.app(first.conn)
-            client_fin = result.fins.get("client") if result is not None else None
-            late = (
-                ", after the prober had already closed the connection"
-                if client_fin is not None and resp.head_ts >= client_fin[1]
-                else ""
-            )
-            detail = (
-                f"{'were' if n > 1 else 'was'} answered with a never-ending {resp.content_type} response "
-                f"(head at frame {resp.head_frame}, {cap.secs(first.first_byte or 0)} after the request at frame "
-                f"{ex.sent_frame}{late}); the probe's timeout (default {timeout:g} s) runs out while it waits "
-                "for the body to end"
-            )
+        if outcome in cap.ERRORED:
+            detail = _errored_probe(first, were, outcome) + cap.retries_text(seen_list)
         elif outcome == "slow":
-            worst = max(seen_list, key=lambda s: s.latency or 0)
+            worst = max(seen_list, key=lambda s: s.record.head_latency or 0)
             detail = (
-                f"took up to {cap.secs(worst.latency or 0)} (request frame {worst.exchange.sent_frame}), more than "
-                f"the default probe timeout of {timeout:g} s"
+                f"took up to {cap.secs(worst.record.head_latency or 0)} to send a response head (request frame "
+                f"{worst.record.sent_frame}), more than the default probe timeout of {timeout:g} s: a probe "
+                "failure, which counts toward failureThreshold"
             )
         else:
             detail = (
-                f"{'were' if n > 1 else 'was'} never answered: the kubelet gave up after "
-                f"{cap.secs(first.waited)} (request frame {ex.sent_frame}, connection end frame "
-                f"{first.conn.last_frame})"
+                f"{were} never answered: the kubelet gave up after {cap.secs(first.waited)} (request frame "
+                f"{first.record.sent_frame}, connection end frame {first.record.conn_last_frame}), a probe "
+                "failure, which counts toward failureThreshold"
             )
         yield probe_request_failing.finding(
             f"{head} {detail}",
             location=cap.location(pcap),
-            subject=first.conn.subject(),
+            subject=first.subject(),
             evidence=[
-                cap.evidence(pcap, f"{s.conn.name}: request frame {s.exchange.sent_frame}, {s.outcome}")
+                cap.evidence(
+                    pcap,
+                    f"{s.record.connection}: request frame {s.record.sent_frame}, {s.outcome} ({s.verdict})",
+                )
                 for s in seen_list[:10]
             ],
             fix=Fix(
@@ -717,6 +722,22 @@ def probe_request_failing(bag: EvidenceBag) -> Iterator[Finding]:
                 "compares with the probe spec (XL009)"
             ),
         )
+
+
+def _errored_probe(first: cap.ProbeSeen, were: str, outcome: str) -> str:
+    """PCP012's account of a probe whose head came in time and whose body did not end: a prober error."""
+    rec = first.record
+    answer = (
+        f"a never-ending {rec.content_type} response" if outcome == "stream" else f"a {rec.status} response"
+    )
+    return (
+        f"{were} answered with {answer} whose head came in time (frame {rec.head_frame}, "
+        f"{cap.secs(rec.head_latency or 0)} after the request at frame {rec.sent_frame}) but whose body was "
+        f"unfinished when the prober closed {cap.secs(rec.waited)} after the request: a prober error (the "
+        f"body read ran into the timeout), which the kubelet retries at once up to {cap.MAX_PROBE_RETRIES} "
+        "times and then throws away, so the probe's state never changes (readiness never becomes Ready, "
+        "liveness never restarts the container)"
+    )
 
 
 # --- PCP014: TLS -------------------------------------------------------------------------------------

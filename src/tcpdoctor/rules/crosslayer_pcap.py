@@ -191,43 +191,30 @@ def probe_latency_vs_spec(bag: EvidenceBag) -> Iterator[Finding]:
         return
     for ref, container, spec in specs:
         port = spec.resolved_port or (spec.port if isinstance(spec.port, int) else None)
+        timeout = float(spec.timeout_seconds)
         seen = [
             s
-            for s in cap.probes(pcap, float(spec.timeout_seconds))
+            for s in cap.probes(pcap, timeout)
             if s.server_port == port and _path(s.target) == (spec.path or "/")
         ]
         if not seen:
             continue
-        seen.sort(key=lambda s: s.exchange.sent_ts)
-        failed = [s.outcome in ("slow", "unanswered", "stream", "status") for s in seen]
-        run = _longest_failure_run(failed)
-        latencies = [s.latency for s in seen if s.latency is not None]
+        n_failed = sum(s.verdict == "failure" for s in seen)
+        n_errored = sum(s.verdict == "error" for s in seen)
+        # an errored attempt is thrown away by the worker: it neither counts nor breaks a run of failures
+        run = _longest_failure_run([s.verdict == "failure" for s in seen if s.verdict != "error"])
+        # an errored stream "ends" only when the prober closes: not an answer's latency
+        latencies = [s.latency for s in seen if s.latency is not None and s.verdict != "error"]
         worst = max(latencies) if latencies else None
-        timeout = float(spec.timeout_seconds)
-        n_failed = sum(failed)
         near = worst is not None and worst >= 0.8 * timeout
-        if not n_failed and not near:
+        if not n_failed and not n_errored and not near:
             continue
-        worst_text = f", slowest {cap.secs(worst)}" if worst is not None else ""
-        consequence = (
-            "the container is restarted" if spec.kind == "liveness" else "the pod is removed from the Service"
-        )
-        if run >= spec.failure_threshold:
-            verdict = f"{run} in a row reached failureThreshold {spec.failure_threshold}: {consequence}"
-            severity = Severity.ERROR
-        elif n_failed:
-            verdict = (
-                f"the longest run was {run} of the {spec.failure_threshold} consecutive failures after which "
-                f"{consequence}"
-            )
-            severity = Severity.WARNING
-        else:
-            verdict = f"none failed yet, but the slowest used {worst / timeout:.0%} of the timeout"  # type: ignore[operator]
-            severity = Severity.WARNING
+        worst_text = f", slowest complete answer {cap.secs(worst)}" if worst is not None else ""
+        verdict, severity = _verdict(spec, run, n_failed, n_errored, len(seen), worst)
         yield probe_latency_vs_spec.finding(
             f"{ref} container {container}: {len(seen)} {spec.kind} probe request{'s' if len(seen) > 1 else ''} "
-            f"GET {spec.path} :{port} in the capture, {n_failed} failed against timeoutSeconds "
-            f"{spec.timeout_seconds}{worst_text}; {verdict}",
+            f"GET {spec.path} :{port} in the capture, {n_failed} failed and {n_errored} errored (discarded) "
+            f"against timeoutSeconds {spec.timeout_seconds}{worst_text}; {verdict}{cap.retries_text(seen)}",
             severity=severity,
             location=spec.field_location("timeoutSeconds"),
             subject=next(
@@ -243,13 +230,64 @@ def probe_latency_vs_spec(bag: EvidenceBag) -> Iterator[Finding]:
             evidence=[
                 cap.evidence(
                     pcap,
-                    f"{s.conn.name} request frame {s.exchange.sent_frame}: {s.outcome}"
+                    f"{s.record.connection} request frame {s.record.sent_frame}: {s.outcome} ({s.verdict})"
                     + (f" in {cap.secs(s.latency)}" if s.latency is not None else ""),
                 )
                 for s in seen[:10]
             ],
             fix=Fix(
-                f"make {spec.path} answer well under {spec.timeout_seconds}s (no dependency calls, no streaming), "
-                "or raise timeoutSeconds to what the handler really needs"
+                f"make {spec.path} answer well under {spec.timeout_seconds}s with a complete body (no dependency "
+                "calls, no streaming), or raise timeoutSeconds to what the handler really needs"
             ),
         )
+
+
+def _verdict(
+    spec: Probe, run: int, n_failed: int, n_errored: int, n_seen: int, worst: float | None
+) -> tuple[str, Severity]:
+    """What the kubelet makes of the capture's attempts (worker.go: failures count, errors are discarded)."""
+    consequence = (
+        "the container is restarted" if spec.kind == "liveness" else "the pod is removed from the Service"
+    )
+    if run >= spec.failure_threshold:
+        return (
+            f"{run} failures in a row reached failureThreshold {spec.failure_threshold}: {consequence}",
+            Severity.ERROR,
+        )
+    if n_errored == n_seen:
+        stuck = {
+            "readiness": (
+                "the readiness state stays at its initial Failure, so the pod never becomes Ready",
+                Severity.ERROR,
+            ),
+            "liveness": (
+                "the liveness state stays at its initial Success, so the container is never restarted whatever "
+                "the handler does",
+                Severity.WARNING,
+            ),
+        }.get(
+            spec.kind,
+            (
+                "the startup probe never succeeds, so readiness never runs and the pod never becomes Ready",
+                Severity.ERROR,
+            ),
+        )
+        return (
+            f"every attempt was a prober error (response head in time, body unfinished at the timeout), which "
+            f"the kubelet retries up to {cap.MAX_PROBE_RETRIES} times and throws away: {stuck[0]}",
+            stuck[1],
+        )
+    if n_failed or n_errored:
+        discarded = (
+            f", and {n_errored} errored attempts were thrown away without counting" if n_errored else ""
+        )
+        return (
+            f"the longest run of failures was {run} of the {spec.failure_threshold} in a row after which "
+            f"{consequence}{discarded}",
+            Severity.WARNING,
+        )
+    assert worst is not None
+    return (
+        f"none failed yet, but the slowest used {worst / float(spec.timeout_seconds):.0%} of the timeout",
+        Severity.WARNING,
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tcpdoctor.evidence.pcap import CONTINUE, STOP, Connection, Direction
+from tcpdoctor.evidence.pcap import CONTINUE, STOP, Connection, Direction, PcapEvidence
 from tcpdoctor.sources.pcap.http1 import Exchange, Http1Parser, looks_like_http1_request
 from tcpdoctor.sources.pcap.http2 import PREFACE, Goaway, H2Stream, Http2Parser
 from tcpdoctor.sources.pcap.tls import TlsInfo, TlsParser, looks_like_tls
@@ -180,12 +180,104 @@ def result_of(session: AppSession, error: str | None = None) -> AppResult:
     )
 
 
+@dataclass(slots=True)
+class ProbeRecord:
+    """One kubelet probe request (User-Agent ``kube-probe/``) and its response timing, kept apart from
+    its connection so that every probe of a capture is counted even when the connection is dropped."""
+
+    connection: str  # "client -> server", as Connection.name
+    server: str
+    server_port: int
+    target: str
+    sent_ts: float
+    sent_frame: int
+    conn_end: float  # the connection's last packet
+    conn_last_frame: int
+    status: int | None = None  # None: no response head seen
+    content_type: str = ""
+    streaming: bool = False
+    complete: bool = False
+    first_ts: float | None = None  # the response's first byte
+    head_ts: float | None = None  # the response head complete (what http.Client.Do waits for)
+    head_frame: int | None = None
+    end_ts: float | None = None  # the response complete
+    client_fin_ts: float | None = None  # the prober closed (its timeout, or done)
+
+    @property
+    def latency(self) -> float | None:
+        """Request sent -> end of the response (None: it never completed)."""
+        return None if self.end_ts is None else max(0.0, self.end_ts - self.sent_ts)
+
+    @property
+    def first_byte(self) -> float | None:
+        return None if self.first_ts is None else max(0.0, self.first_ts - self.sent_ts)
+
+    @property
+    def head_latency(self) -> float | None:
+        return None if self.head_ts is None else max(0.0, self.head_ts - self.sent_ts)
+
+    @property
+    def waited(self) -> float:
+        """How long the capture shows the prober waiting: request sent -> its close (or the end)."""
+        end = self.client_fin_ts if self.client_fin_ts is not None else self.conn_end
+        return max(0.0, end - self.sent_ts)
+
+
+def probe_records(conn: Connection, result: AppResult) -> list[ProbeRecord]:
+    """The probe requests of a finished connection."""
+    fin = result.fins.get("client")
+    out: list[ProbeRecord] = []
+    for ex in result.probe_exchanges:
+        rec = ProbeRecord(
+            conn.name,
+            str(conn.server),
+            conn.server.port,
+            ex.request.target,
+            ex.sent_ts,
+            ex.sent_frame,
+            conn.end,
+            conn.last_frame,
+            client_fin_ts=fin[1] if fin is not None else None,
+        )
+        resp = ex.response
+        if resp is not None:
+            rec.status = resp.status
+            rec.content_type = resp.content_type
+            rec.streaming = resp.streaming
+            rec.complete = resp.complete
+            rec.first_ts = resp.first_ts
+            rec.head_ts = resp.head_ts
+            rec.head_frame = resp.head_frame
+            rec.end_ts = resp.end_ts
+        out.append(rec)
+    return out
+
+
+@dataclass
+class ProbeLedger:
+    """Every probe request of a capture, aggregated as connections finish (kept or not).
+
+    Published as ``PcapEvidence.aggregates["probes"]`` when the factory is bound to the evidence
+    (:meth:`AppAnalyzerFactory.bind`); PCP012 and XL009 read it instead of the kept connections,
+    which stop at ``keep_clean``. About 200 bytes per probe request.
+    """
+
+    records: list[ProbeRecord] = field(default_factory=list)
+
+    def add(self, conn: Connection, result: AppResult) -> None:
+        self.records.extend(probe_records(conn, result))
+
+
+LEDGER_KEY = "probes"
+
+
 class AppAnalyzer:
     """A :class:`tcpdoctor.evidence.pcap.StreamAnalyzer` around an :class:`AppSession`."""
 
-    def __init__(self, session: AppSession | None = None) -> None:
+    def __init__(self, session: AppSession | None = None, ledger: ProbeLedger | None = None) -> None:
         self.session = session or AppSession()
         self.gap_error: str | None = None
+        self.ledger = ledger
 
     def data(self, direction: Direction, data: bytes, frame: int, ts: float) -> int:
         client = direction is Direction.CLIENT
@@ -219,6 +311,8 @@ class AppAnalyzer:
 
     def finish(self, conn: Connection) -> None:
         result = result_of(self.session, self.gap_error)
+        if self.ledger is not None and result.exchanges:
+            self.ledger.add(conn, result)
         if result.noteworthy or conn.state not in CLEAN_STATES or conn.reset_by is not None:
             conn.app["app"] = result
 
@@ -228,6 +322,14 @@ class AppAnalyzerFactory:
 
     name = "app"
 
+    def __init__(self) -> None:
+        self.ledger: ProbeLedger | None = None
+
+    def bind(self, evidence: PcapEvidence) -> None:
+        """Aggregate every probe request into ``evidence.aggregates["probes"]`` (a :class:`ProbeLedger`)."""
+        self.ledger = ProbeLedger()
+        evidence.aggregates[LEDGER_KEY] = self.ledger
+
     def open(self, conn: Connection, direction: Direction, first: bytes) -> AppAnalyzer | None:
         if direction is not Direction.CLIENT:
             return None
@@ -235,7 +337,13 @@ class AppAnalyzerFactory:
         session.sniff(first)  # the first data() call sees the same bytes: the choice stands
         if session.protocol == "other":
             return None
-        return AppAnalyzer(session)
+        return AppAnalyzer(session, self.ledger)
+
+
+def probe_ledger(evidence: PcapEvidence) -> ProbeLedger | None:
+    """The ledger of every probe request, when the analysis aggregated one."""
+    found = evidence.aggregates.get(LEDGER_KEY)
+    return found if isinstance(found, ProbeLedger) else None
 
 
 def app_result(conn: Connection) -> AppResult | None:
