@@ -1,5 +1,5 @@
-"""Property: on any probe/lifecycle combination, `fix` never crashes, its output parses, a second run
-changes nothing, and the findings it claims to have fixed are gone."""
+"""Property: on any probe/lifecycle combination, `fix` never crashes, keeps every comment in order,
+its output parses, a second run changes nothing, and the rules it fixed have fewer findings."""
 
 from __future__ import annotations
 
@@ -82,7 +82,15 @@ def manifests(draw: Any) -> str:
                 "spec": {"selector": {"app": "api"}, "ports": [{"port": 80, "targetPort": "http"}]},
             }
         )
-    return "# written by the property test\n" + yaml.safe_dump_all(docs, sort_keys=False, explicit_start=True)
+    text = yaml.safe_dump_all(docs, sort_keys=False, explicit_start=True)
+    lines = text.splitlines()
+    # comment lines above random lines, indented like them (what a team writes above a key)
+    for n, at in enumerate(sorted(draw(st.sets(st.integers(1, len(lines) - 1), max_size=6)), reverse=True)):
+        if lines[at].startswith("---"):
+            continue
+        indent = len(lines[at]) - len(lines[at].lstrip())
+        lines.insert(at, " " * indent + f"# note {n}")
+    return "# written by the property test\n" + "\n".join(lines) + "\n"
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -90,6 +98,8 @@ def manifests(draw: Any) -> str:
 def test_fix_is_safe_idempotent_and_effective(text: str) -> None:
     result = fix_text(text, "deploy/api.yaml")
     assert result.fixed.startswith("# written by the property test\n")
+    comments = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("#")]
+    assert [ln.strip() for ln in result.fixed.splitlines() if ln.strip().startswith("#")] == comments
     assert len(list(yaml.safe_load_all(result.fixed))) == len(list(yaml.safe_load_all(text)))
     again = fix_text(result.fixed, "deploy/api.yaml")
     assert again.applied == [] and again.fixed == result.fixed

@@ -136,13 +136,48 @@ def replace_key(mapping: MutableMapping[str, Any], old: str, new: str, value: An
     entry = holder.ca.items.get(slot_key)
     slot = _post_comment_slot(holder)
     token = entry[slot] if entry and len(entry) > slot else None
+    inner = _comment_lines(mapping[old], exclude=token)
     del mapping[old]
     mapping.insert(position, new, value)
     if token is not None:
         new_holder, new_key = _deepest_last(mapping, new)
-        new_holder.ca.items.setdefault(new_key, [None, None, None, None])[_post_comment_slot(new_holder)] = (
-            token
-        )
+        slots = new_holder.ca.items.setdefault(new_key, [None, None, None, None])
+        slots[_post_comment_slot(new_holder)] = token
+    if inner:  # the comments written inside the replaced value go above the new key
+        column = mapping.lc.data[keys[position]][1] if keys[position] in mapping.lc.data else 0
+        mapping.yaml_set_comment_before_after_key(new, before="\n".join(inner), indent=column)
+
+
+def _tokens(obj: Any) -> list[Any]:
+    if obj is None:
+        return []
+    if isinstance(obj, list):
+        return [t for item in obj for t in _tokens(item)]
+    return [obj] if isinstance(getattr(obj, "value", None), str) else []
+
+
+def _comment_lines(value: Any, exclude: Any = None) -> list[str]:
+    """The text of every comment inside a round-trip value (without the ``#``), in document order."""
+    found: list[tuple[int, int, str]] = []
+    seen: set[int] = set()  # ruamel may hang one token on a key and on its value
+
+    def walk(node: Any) -> None:
+        if not isinstance(node, CommentedMap | CommentedSeq):
+            return
+        tokens = _tokens(node.ca.comment) + [t for entry in node.ca.items.values() for t in _tokens(entry)]
+        for token in tokens:
+            if token is exclude or id(token) in seen:
+                continue
+            seen.add(id(token))
+            line0 = token.start_mark.line if token.start_mark is not None else 0
+            for offset, line in enumerate(token.value.splitlines()):
+                if line.strip().startswith("#"):
+                    found.append((line0, offset, line.strip()[1:].strip()))
+        for child in node.values() if isinstance(node, CommentedMap) else node:
+            walk(child)
+
+    walk(value)
+    return [text for _, _, text in sorted(found)]
 
 
 def insert_after(mapping: MutableMapping[str, Any], anchors: tuple[str, ...], key: str, value: Any) -> None:
@@ -192,10 +227,20 @@ TIMING_KEYS = (
 # --- the fixers --------------------------------------------------------------------------------------------
 
 
+def _without_comments(node: Any) -> Any:
+    """A copy's comments would repeat the original's: the copy gets none."""
+    if isinstance(node, CommentedMap | CommentedSeq):
+        node.ca.comment = None
+        node.ca.items.clear()
+        for child in node.values() if isinstance(node, CommentedMap) else node:
+            _without_comments(child)
+    return node
+
+
 def _copy_handler(node: MutableMapping[str, Any]) -> tuple[str, Any] | None:
     for key in HANDLER_KEYS:
         if key in node:
-            return key, copy.deepcopy(node[key])
+            return key, _without_comments(copy.deepcopy(node[key]))
     return None
 
 
