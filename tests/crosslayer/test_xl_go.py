@@ -613,3 +613,32 @@ func (a *api) place() error {
     got = run(repo(files), "XL006")
     assert len(got) == 1 and "2m0s" in got[0].message
     assert "http://orders.default.svc/orders -> Service default/orders port 80" in got[0].evidence[1].detail
+
+
+def _readyz_calling_deps(build: str) -> str:
+    """readyz bounded by its 500ms context, then an HTTP check through a client with a 5s Timeout."""
+    src = server_go().replace(
+        "\tif err := db.PingContext(ctx); err != nil {",
+        build + "\tif resp, err := deps.Do(req); err == nil {\n\t\tresp.Body.Close()\n\t}\n"
+        "\tif err := db.PingContext(ctx); err != nil {",
+    )
+    return src.replace(
+        "var db *sql.DB", "var db *sql.DB\n\nvar deps = &http.Client{Timeout: 5 * time.Second}"
+    )
+
+
+def test_xl003_request_context_shorter_than_client_timeout(repo) -> None:  # type: ignore[no-untyped-def]
+    # the 500ms context reaches deps.Do through the request: the 5s client Timeout never fires first
+    build = '\treq, _ := http.NewRequestWithContext(ctx, "GET", "http://deps:8080/ping", nil)\n'
+    files = {"deploy/a.yaml": deployment(probes=probe("readiness", "/readyz", timeout=1))}
+    assert run(repo({**files, "main.go": _readyz_calling_deps(build)}), "XL003") == []
+
+
+def test_xl003_client_timeout_when_the_request_has_no_context(repo) -> None:  # type: ignore[no-untyped-def]
+    build = '\treq, _ := http.NewRequest("GET", "http://deps:8080/ping", nil)\n'
+    files = {"deploy/a.yaml": deployment(probes=probe("readiness", "/readyz", timeout=1))}
+    (got,) = run(repo({**files, "main.go": _readyz_calling_deps(build)}), "XL003")
+    assert (
+        "timeoutSeconds 1" in got.message
+        and "waits up to 5s (deps.Do with client Timeout 5 * time.Second)" in got.message
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from tcpdoctor.model import Finding
 
 Run = Callable[..., list[Finding]]
@@ -506,3 +508,76 @@ func main() {
 }
 """
     assert findings(files, "SRV003") == []
+
+
+# --- SRV005: the request's context and the client's Timeout reach client.Do -----------------
+
+HTTP_HEALTH = """
+var client = &http.Client{Timeout: %(client_timeout)s}
+
+func healthz(w http.ResponseWriter, r *http.Request) {
+%(body)s
+	resp, err := client.Do(%(arg)s)
+	if err != nil {
+		w.WriteHeader(503)
+		return
+	}
+	resp.Body.Close()
+	w.WriteHeader(200)
+}
+"""
+CTX_500MS = "\tctx, cancel := context.WithTimeout(r.Context(), 500*time.Millisecond)\n\tdefer cancel()\n"
+NEW_REQ = '\treq, _ := http.NewRequest("GET", "http://deps:8080/ping", nil)\n'
+NEW_REQ_CTX = '\treq, _ := http.NewRequestWithContext(%s, "GET", "http://deps:8080/ping", nil)\n'
+
+
+def http_health(body: str, arg: str = "req", client_timeout: str = "5 * time.Second") -> str:
+    return server(
+        "\t\tReadHeaderTimeout: time.Second,\n", body='\tmux.HandleFunc("/healthz", healthz)\n'
+    ) + HTTP_HEALTH % {"body": body, "arg": arg, "client_timeout": client_timeout}
+
+
+@pytest.mark.parametrize(
+    ("body", "arg"),
+    [
+        (CTX_500MS + NEW_REQ_CTX % "ctx", "req"),  # http.NewRequestWithContext(ctx, ...)
+        (CTX_500MS + NEW_REQ + "\treq = req.WithContext(ctx)\n", "req"),  # req = req.WithContext(ctx)
+        (CTX_500MS + NEW_REQ, "req.WithContext(ctx)"),  # client.Do(req.WithContext(ctx))
+        # a WithCancel between the deadline and the request keeps the deadline
+        (
+            CTX_500MS + "\tcctx, stop := context.WithCancel(ctx)\n\tdefer stop()\n" + NEW_REQ_CTX % "cctx",
+            "req",
+        ),
+    ],
+    ids=["NewRequestWithContext", "req=req.WithContext", "Do(req.WithContext)", "WithCancel-child"],
+)
+def test_srv005_request_context_deadline_reaches_do(findings: Run, body: str, arg: str) -> None:
+    # the client's 5s Timeout is longer than the probe's 1s, but the 500ms context fires first
+    assert findings(http_health(body, arg), "SRV005") == []
+
+
+def test_srv005_client_timeout_longer_than_probe_without_context(findings: Run) -> None:
+    (found,) = findings(http_health(NEW_REQ), "SRV005")
+    assert "client.Do waits up to 5s (client Timeout 5s)" in found.message
+    assert "not shorter than the probe's default timeoutSeconds 1s" in found.message
+    assert found.location is not None and found.location.line == line_of(found, "client.Do(")
+
+
+def test_srv005_client_timeout_shorter_than_probe(findings: Run) -> None:
+    assert findings(http_health(NEW_REQ, client_timeout="800 * time.Millisecond"), "SRV005") == []
+
+
+def test_srv005_context_deadline_longer_than_probe_wins_over_none(findings: Run) -> None:
+    body = NEW_REQ_CTX % "ctx"
+    body = "\tctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)\n\tdefer cancel()\n" + body
+    (found,) = findings(http_health(body, client_timeout="0"), "SRV005")
+    assert "waits up to 2s (context.WithTimeout 2s)" in found.message
+
+
+@pytest.mark.parametrize(
+    ("ctx", "why"),
+    [("r.Context()", "r.Context(), which has no deadline"), ("context.Background()", "context.Background()")],
+)
+def test_srv005_request_context_without_deadline(findings: Run, ctx: str, why: str) -> None:
+    (found,) = findings(http_health(NEW_REQ_CTX % ctx, client_timeout="0"), "SRV005")
+    assert "client.Do waits without limit" in found.message and why in found.message

@@ -223,6 +223,11 @@ class IoCall:
     call: str
     location: Location
     with_context: bool = False
+    # where the context it gets comes from (see ClientRequest.context_origin; for client.Do(req) the
+    # context the request was built with) and the timeout of the context.WithTimeout it derives from
+    # (unknown for WithDeadline), None when no deadline was traced to it
+    context_origin: str = ""
+    deadline: GoValue | None = None
 
 
 @dataclass
@@ -232,6 +237,7 @@ class Deadline:
     timeout: GoValue
     location: Location
     from_request: bool = False  # parent is r.Context()
+    kind: Literal["context", "client"] = "context"  # context.WithTimeout/WithDeadline | http.Client Timeout
 
 
 @dataclass

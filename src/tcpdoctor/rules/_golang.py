@@ -16,6 +16,7 @@ from tcpdoctor.evidence.golang import (
     Handler,
     HandlerRegistration,
     HttpServer,
+    IoCall,
     ListenCall,
     format_seconds,
 )
@@ -72,6 +73,66 @@ def health_handlers(program: GoProgram) -> Iterator[tuple[HandlerRegistration, H
             continue
         seen.add(key)
         yield reg, handler
+
+
+@dataclass(frozen=True)
+class Wait:
+    """How long one blocking call of a handler may wait: the first of its deadlines to fire."""
+
+    seconds: float  # inf when nothing bounds it
+    what: str  # the deadline that bounds it ("context.WithTimeout 500ms", "client Timeout 5s") or why none
+    location: Location | None
+    uncertain: bool = False  # a deadline we could not evaluate may fire earlier
+
+    @property
+    def unbounded(self) -> bool:
+        return self.seconds == float("inf")
+
+
+def _client_timeout(program: GoProgram, call: IoCall) -> GoValue | None:
+    """The Timeout of the http.Client the call is made on (None when not a known client's)."""
+    from tcpdoctor.rules.client import client_for  # client.py registers rules: imported on use
+
+    if call.kind != "http":
+        return None
+    req = next((r for r in program.requests if r.location == call.location), None)
+    client = client_for(program, req) if req is not None else None
+    return client.timeout if client is not None else None
+
+
+def io_wait(program: GoProgram, handler: Handler, call: IoCall) -> Wait:
+    """The deadlines that reach ``call`` and the one that fires first.
+
+    A context traced to ``context.WithTimeout`` gives its timeout; a context handed in by a caller
+    (a helper's parameter) or not traced is taken to carry the handler's own WithTimeout deadlines;
+    ``r.Context()`` and ``context.Background()`` carry none. An http.Client Timeout bounds
+    ``client.Do/Get/Post`` whatever the context (net/http Client.do sets a timer for it).
+    """
+    bounds: list[tuple[GoValue, str, Location | None]] = []
+    if call.deadline is not None:
+        bounds.append(
+            (call.deadline, f"context.WithTimeout {seconds_text(call.deadline)}", call.deadline.location)
+        )
+    elif call.with_context and call.context_origin in ("caller", "unknown", "", "deadline"):
+        for d in handler.deadlines:
+            if d.kind == "context":
+                bounds.append((d.timeout, f"context.WithTimeout {seconds_text(d.timeout)}", d.location))
+    timeout = _client_timeout(program, call)
+    if timeout is not None:
+        bounds.append((timeout, f"client Timeout {seconds_text(timeout)}", timeout.location))
+    known = [(v.seconds, what, loc) for v, what, loc in bounds if v.seconds is not None and v.seconds > 0]
+    if known:
+        seconds, what, loc = min(known, key=lambda b: b[0])
+        # an unknown deadline matters only if it could fire first
+        return Wait(seconds, what, loc, any(v.is_unknown for v, _, _ in bounds))
+    why = "no context.WithTimeout or client Timeout bounds it"
+    if call.context_origin == "request":
+        why += " (its context is r.Context(), which has no deadline of its own)"
+    elif call.context_origin == "background":
+        why += " (its context is context.Background())"
+    elif not call.with_context:
+        why += " (it takes no context)"
+    return Wait(float("inf"), why, None, any(v.is_unknown for v, _, _ in bounds))
 
 
 def _tokens(text: str) -> set[str]:

@@ -23,6 +23,7 @@ from tcpdoctor.evidence.golang import (
 from tcpdoctor.evidence.manifests import Container, ManifestSet, Probe, Workload
 from tcpdoctor.model import Evidence, Finding, Fix, Location, Severity
 from tcpdoctor.rules import _matching as matching
+from tcpdoctor.rules._golang import io_wait
 from tcpdoctor.rules.client import client_for, go_subject, transport_label
 from tcpdoctor.rules.registry import EvidenceBag, rule
 
@@ -215,18 +216,29 @@ def probe_timeout_shorter_than_handler_timeouts(bag: EvidenceBag) -> Iterator[Fi
 
 
 def handler_waits(program: GoProgram, handler: Handler) -> list[tuple[float, str, Location]]:
-    """How long a handler may wait: its context deadlines, and the Timeout of the clients it calls."""
+    """How long a handler may wait: each blocking call until the first of its deadlines fires
+    (its context's, its client's Timeout: ``io_wait``), its context.WithTimeout deadlines, and
+    the client Timeout of requests the I/O list does not hold (``deps.Get(url)``) made without a
+    context deadline."""
     waits: list[tuple[float, str, Location]] = []
+    covered: set[Location] = set()
+    for call in handler.io_calls:
+        covered.add(call.location)
+        wait = io_wait(program, handler, call)
+        if not wait.unbounded and not wait.uncertain:
+            waits.append((wait.seconds, f"{call.call} until its {wait.what}", wait.location or call.location))
     for d in handler.deadlines:
         seconds = d.timeout.seconds
-        if seconds:
+        if d.kind == "context" and seconds:
             waits.append((seconds, d.timeout.text or "its context deadline", d.location))
     for req in program.requests:
         loc = req.location
         inside = loc.path == handler.location.path and (
             (handler.location.line or 0) <= (loc.line or 0) <= (handler.end_line or 0)
         )
-        client = client_for(program, req) if inside else None
+        if not inside or loc in covered or req.context_origin == "deadline":
+            continue
+        client = client_for(program, req)
         seconds = client.timeout.seconds if client is not None else None
         if client is not None and seconds:
             waits.append((seconds, f"{req.call} with client Timeout {client.timeout.text}", loc))

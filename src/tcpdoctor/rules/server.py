@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from tcpdoctor.evidence.golang import GoProgram, GoValue, HttpServer, ListenCall
+from tcpdoctor.evidence.golang import GoProgram, Handler, HttpServer, IoCall, ListenCall, format_seconds
 from tcpdoctor.evidence.manifests import ManifestSet
 from tcpdoctor.model import Evidence, Finding, Fix, Location, Severity
 from tcpdoctor.rules._golang import (
     DEFAULT_PROBE_TIMEOUT,
+    Wait,
     health_handlers,
+    io_wait,
     no_timeout,
     program_of,
     proxies_in_front,
@@ -253,19 +255,6 @@ def no_graceful_shutdown(bag: EvidenceBag) -> Iterator[Finding]:
             )
 
 
-def _blocking_without_deadline(probe_timeout: float, deadlines: list[GoValue]) -> str | None:
-    """Why the handler's I/O is not bounded below the probe timeout, or None when it is."""
-    known = [d.seconds for d in deadlines if d.seconds is not None and d.seconds > 0]
-    if any(d.is_unknown for d in deadlines):
-        return None  # a deadline we cannot evaluate: cannot tell
-    if not known:
-        return "no context.WithTimeout or client Timeout bounds it"
-    shortest = min(known)
-    if shortest >= probe_timeout:
-        return f"its shortest deadline is {seconds_text(GoValue('set', shortest))}, not shorter than the probe's {probe_timeout:g}s"
-    return None
-
-
 @rule(
     "SRV005",
     name="health-handler-blocking-io",
@@ -279,27 +268,44 @@ def health_handler_blocking_io(bag: EvidenceBag) -> Iterator[Finding]:
     for reg, handler in health_handlers(program):
         if not handler.io_calls:
             continue
-        io = handler.io_calls[0]
         calls = ", ".join(sorted({f"{c.call} ({c.kind})" for c in handler.io_calls}))
-        no_ctx = [c for c in handler.io_calls if not c.with_context]
-        why = _blocking_without_deadline(probe_timeout, [d.timeout for d in handler.deadlines])
-        if why is None and no_ctx:
-            why = f"{no_ctx[0].call} takes no context, so no deadline reaches it"
-            io = no_ctx[0]
-        if why is None:
+        late = _first_unbounded(program, handler, probe_timeout)
+        if late is None:
             continue
+        io, wait = late
+        if wait.unbounded:
+            why = f"{io.call} waits without limit: {wait.what}"
+        else:
+            why = (
+                f"{io.call} waits up to {format_seconds(wait.seconds)} ({wait.what}), not shorter than "
+                f"the probe's default timeoutSeconds {probe_timeout:g}s"
+            )
         yield health_handler_blocking_io.finding(
             f"health handler {handler.name} at {route_label(reg)} calls {calls} and {why}: a slow dependency "
             f"makes the probe time out (timeoutSeconds defaults to {probe_timeout:g}s)",
             location=io.location,
             subject=handler.subject,
             evidence=[Evidence("go", f"{c.kind} call {c.call}", c.location) for c in handler.io_calls[:3]]
-            + [value_evidence("context.WithTimeout", d.timeout) for d in handler.deadlines[:2]],
+            + [Evidence("go", f"{io.call}: {wait.what}", wait.location or io.location)],
             fix=Fix(
                 "bound the check with context.WithTimeout(r.Context(), d) shorter than the probe's timeoutSeconds "
-                "and pass the context to every call (PingContext, QueryContext, NewRequestWithContext)"
+                "and pass the context to every call (PingContext, QueryContext, NewRequestWithContext), "
+                "or give the http.Client a Timeout shorter than it"
             ),
         )
+
+
+def _first_unbounded(
+    program: GoProgram, handler: Handler, probe_timeout: float
+) -> tuple[IoCall, Wait] | None:
+    """The first I/O call of the handler whose deadline is not known to fire before the probe's."""
+    for io in handler.io_calls:
+        wait = io_wait(program, handler, io)
+        if wait.uncertain:
+            continue  # a deadline we cannot evaluate may be the one that fires: cannot tell
+        if wait.unbounded or wait.seconds >= probe_timeout:
+            return io, wait
+    return None
 
 
 def _in_shutdown_path(program: GoProgram, func: str, loc: Location) -> bool:

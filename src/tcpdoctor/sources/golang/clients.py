@@ -42,6 +42,7 @@ from tcpdoctor.sources.golang import parse, values
 from tcpdoctor.sources.golang.context import FileContext, FuncSpan
 from tcpdoctor.sources.golang.handlers import handler_style
 from tcpdoctor.sources.golang.parse import arguments, call_parts, text
+from tcpdoctor.sources.golang.reqctx import later_with_context, request_of, trace_context
 from tcpdoctor.sources.golang.servers import holder_name
 
 HTTP = "net/http"
@@ -425,67 +426,23 @@ def _known_client(ctx: FileContext, operand: str, at: Node, program: GoProgram) 
     return False
 
 
-def _context_origin(ctx: FileContext, node: Node | None, depth: int = 0) -> str:
-    """Where a context argument comes from: deadline | background | caller | request | unknown."""
-    if node is None or depth > 4:
-        return "unknown"
-    node = parse.unparen(node)
-    if node.type == "identifier":
-        found = ctx.lookup(text(node), node)
-        if found is None:
-            return "unknown"
-        value, where, origin = found
-        if value is None:
-            return "caller" if origin == "param" else "unknown"
-        return _context_origin(where, value, depth + 1)
-    if node.type == "call_expression":
-        operand, name, _ = call_parts(node)
-        if ctx.is_pkg(operand, "context"):
-            if name in ("WithTimeout", "WithDeadline", "WithTimeoutCause", "WithDeadlineCause"):
-                return "deadline"
-            if name in ("Background", "TODO"):
-                return "background"
-            args = arguments(node)
-            return _context_origin(ctx, args[0], depth + 1) if args else "unknown"
-        if name == "Context":  # r.Context() / c.Request.Context(): ends when the caller goes away
-            return "request"
-    return "unknown"
-
-
 def _set_context(req: ClientRequest, origin: str) -> None:
     req.with_context = True
     req.context_origin = origin
     req.context_deadline = origin == "deadline"
 
 
-def _request_of(ctx: FileContext, node: Node, depth: int = 0) -> Node | None:
-    """The http.NewRequest* call a request variable comes from."""
-    node = parse.unparen(node)
-    if node.type == "identifier" and depth < 4:
-        found = ctx.lookup(text(node), node)
-        if found is None or found[0] is None:
-            return None
-        return _request_of(found[1], found[0], depth + 1)
-    if node.type == "call_expression":
-        operand, name, _ = call_parts(node)
-        if ctx.is_pkg(operand, HTTP) and name in ("NewRequest", "NewRequestWithContext"):
-            return node
-        if name == "WithContext" and operand:
-            return node
-    return None
-
-
 def _describe_request(ctx: FileContext, req: ClientRequest, build: Node, depth: int = 0) -> None:
     _, name, operand_node = call_parts(build)
     args = arguments(build)
     if name == "WithContext":  # req.WithContext(ctx): the context from here, method and URL from req
-        inner = _request_of(ctx, operand_node) if operand_node is not None and depth < 3 else None
+        inner = request_of(ctx, operand_node) if operand_node is not None and depth < 3 else None
         if inner is not None and inner.id != build.id:
             _describe_request(ctx, req, inner, depth + 1)
-        _set_context(req, _context_origin(ctx, args[0] if args else None))
+        _set_context(req, trace_context(ctx, args[0] if args else None)[0])
         return
     if name == "NewRequestWithContext" and len(args) >= 3:
-        _set_context(req, _context_origin(ctx, args[0]))
+        _set_context(req, trace_context(ctx, args[0])[0])
         method_node, url_node = args[1], args[2]
     elif name == "NewRequest" and len(args) >= 2:
         method_node, url_node = args[0], args[1]
@@ -530,11 +487,12 @@ def _calls(ctx: FileContext, program: GoProgram) -> None:
             in_handler=_per_request(ctx, call)[0],
         )
         if name == "Do":
-            build = _request_of(ctx, args[0]) if args else None
+            build = request_of(ctx, args[0]) if args else None
             if build is not None:
                 _describe_request(ctx, req, build)
-            if not req.with_context and span is not None and args:
-                _later_context(ctx, span, req, text(args[0]))
+            later = later_with_context(ctx, span, text(args[0]), call.start_byte) if span and args else None
+            if later is not None:  # req = req.WithContext(ctx) after http.NewRequest(...)
+                _set_context(req, trace_context(ctx, later)[0])
         else:
             req.method = METHOD_OF[name]
             if args:
@@ -543,17 +501,6 @@ def _calls(ctx: FileContext, program: GoProgram) -> None:
             req.context_deadline = True  # a WithTimeout in the same function: most likely this request's
         program.requests.append(req)
         _body_use(ctx, program, call, req)
-
-
-def _later_context(ctx: FileContext, span: FuncSpan, req: ClientRequest, var: str) -> None:
-    """``req = req.WithContext(ctx)`` after ``req, _ := http.NewRequest(...)``."""
-    for call in ctx.caps.get("call", []):
-        if span.start <= call.start_byte < span.end:
-            operand, name, _ = call_parts(call)
-            if name == "WithContext" and operand == var:
-                args = arguments(call)
-                _set_context(req, _context_origin(ctx, args[0] if args else None))
-                return
 
 
 def _deadline_in(ctx: FileContext, span: FuncSpan) -> bool:

@@ -15,7 +15,7 @@ from tree_sitter import Node
 
 from tcpdoctor.evidence.golang import Deadline, GoProgram, GoValue, Handler, IoCall, IoKind, SyncUse
 from tcpdoctor.evidence.golang import handler_key as evidence_handler_key
-from tcpdoctor.sources.golang import values
+from tcpdoctor.sources.golang import reqctx, values
 from tcpdoctor.sources.golang.context import FileContext, FuncSpan
 from tcpdoctor.sources.golang.parse import arguments, call_parts, text
 
@@ -98,6 +98,22 @@ def classify_io(ctx: FileContext, operand: str, name: str, args: list[Node]) -> 
     return None
 
 
+def _io_call(ctx: FileContext, span: FuncSpan, kind: IoKind, call: Node) -> IoCall:
+    """A blocking call and the context that reaches it: its first argument when that is a context,
+    or for ``client.Do(req)`` the context the request carries (NewRequestWithContext, WithContext)."""
+    operand, name, _ = call_parts(call)
+    args = arguments(call)
+    context: Node | None = None
+    if kind == "http" and name == "Do" and args:
+        context = reqctx.request_context(ctx, span, args[0], call.start_byte)
+    elif args and (name.endswith("Context") or _ctx_like(args[0])):
+        context = args[0]
+    io = IoCall(kind, f"{operand}.{name}" if operand else name, ctx.loc(call), context is not None)
+    if context is not None:
+        io.context_origin, io.deadline = reqctx.trace_context(ctx, context)
+    return io
+
+
 def _ctx_like(node: Node) -> bool:
     raw = text(node)
     return "ctx" in raw.lower() or raw.endswith("Context()")
@@ -159,10 +175,7 @@ def collect(ctx: FileContext, span: FuncSpan, handler: Handler, *, top: bool, de
         # --- I/O and deadlines (also in helpers)
         io_kind = classify_io(ctx, operand, name, args)
         if io_kind is not None:
-            with_ctx = name.endswith("Context") or any(_ctx_like(a) for a in args[:1])
-            handler.io_calls.append(
-                IoCall(io_kind, f"{operand}.{name}" if operand else name, ctx.loc(call), with_ctx)
-            )
+            handler.io_calls.append(_io_call(ctx, span, io_kind, call))
             continue
         if ctx.is_pkg(operand, "context") and name in ("WithTimeout", "WithDeadline"):
             if name == "WithDeadline":
@@ -237,7 +250,8 @@ def collect(ctx: FileContext, span: FuncSpan, handler: Handler, *, top: bool, de
                 if el.type == "keyed_element" and text(el.named_children[0]) == "Timeout":
                     val = el.named_children[-1]
                     node = val.named_children[0] if val.named_children else val
-                    handler.deadlines.append(Deadline(values.go_value(ctx, node, duration=True), ctx.loc(el)))
+                    timeout = values.go_value(ctx, node, duration=True)
+                    handler.deadlines.append(Deadline(timeout, ctx.loc(el), kind="client"))
     if depth < FOLLOW_DEPTH:
         _follow(ctx, span, handler, depth)
 
