@@ -116,7 +116,7 @@ def test_pcp012_reports_failures_and_errors_after_the_kept_connections(big: Pcap
     assert set(found) == {"/healthz", "/events"}, [f.message for f in found.values()]
     slow = found["/healthz"].message
     assert slow.startswith("3 kubelet probe requests GET /healthz to 10.2.0.1:8081 took up to 1.20 s")
-    assert "a probe failure, which counts toward failureThreshold" in slow
+    assert "a probe failure (no headers within the timeout), which counts toward failureThreshold" in slow
     sse = found["/events"].message
     assert sse.startswith(
         "3 kubelet probe requests GET /events to 10.2.0.1:8082 were answered with a never-ending"

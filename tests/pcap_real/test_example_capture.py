@@ -19,6 +19,13 @@ def test_small_and_diagnosed_alone() -> None:
     assert CAPTURE.stat().st_size < 50_000
     _, findings = diagnose(CAPTURE)
     assert rules_of(findings) == {"PCP003", "PCP012"}, [f.message for f in findings]
+    (probe,) = [f for f in findings if f.rule == "PCP012"]
+    # the head came after the prober had closed: no headers within the timeout, a plain failure
+    assert (
+        "got no response head before the prober closed the connection 1.00 s after the request"
+        in probe.message
+    )
+    assert "a probe failure (no headers within the timeout)" in probe.message
 
 
 @pytest.mark.tshark
@@ -37,3 +44,6 @@ def test_joined_with_the_example_go_code_and_manifests() -> None:
     xl9 = sorted((f.severity.label, f.message) for f in findings if f.rule == "XL009")
     assert len(xl9) == 2  # readiness and liveness both probe /events
     assert any(label == "error" and "liveness" in msg and "failureThreshold 1" in msg for label, msg in xl9)
+    assert any(
+        "1 failure in a row reached failureThreshold 1: the container is restarted" in msg for _, msg in xl9
+    )

@@ -693,12 +693,7 @@ def probe_request_failing(bag: EvidenceBag) -> Iterator[Finding]:
         if outcome in cap.ERRORED:
             detail = _errored_probe(first, were, outcome) + cap.retries_text(seen_list)
         elif outcome == "slow":
-            worst = max(seen_list, key=lambda s: s.record.head_latency or 0)
-            detail = (
-                f"took up to {cap.secs(worst.record.head_latency or 0)} to send a response head (request frame "
-                f"{worst.record.sent_frame}), more than the default probe timeout of {timeout:g} s: a probe "
-                "failure, which counts toward failureThreshold"
-            )
+            detail = _late_head(seen_list, timeout)
         else:
             detail = (
                 f"{were} never answered: the kubelet gave up after {cap.secs(first.waited)} (request frame "
@@ -722,6 +717,21 @@ def probe_request_failing(bag: EvidenceBag) -> Iterator[Finding]:
                 "compares with the probe spec (XL009)"
             ),
         )
+
+
+def _late_head(seen_list: list[cap.ProbeSeen], timeout: float) -> str:
+    """PCP012's account of probes whose response head came after the timeout: a plain failure."""
+    worst = max(seen_list, key=lambda s: s.record.head_latency or 0)
+    rec = worst.record
+    fin = rec.client_fin_ts
+    when = (
+        f"got no response head before the prober closed the connection {cap.secs(fin - rec.sent_ts)} after "
+        f"the request (frame {rec.sent_frame}); the head came only after that (frame {rec.head_frame})"
+        if fin is not None and rec.head_ts is not None and rec.head_ts >= fin
+        else f"took up to {cap.secs(rec.head_latency or 0)} to send a response head (request frame "
+        f"{rec.sent_frame}), more than the default probe timeout of {timeout:g} s"
+    )
+    return f"{when}: a probe failure (no headers within the timeout), which counts toward failureThreshold"
 
 
 def _errored_probe(first: cap.ProbeSeen, were: str, outcome: str) -> str:

@@ -251,7 +251,7 @@ def _verdict(
     )
     if run >= spec.failure_threshold:
         return (
-            f"{run} failures in a row reached failureThreshold {spec.failure_threshold}: {consequence}",
+            f"{run} failure{'s' if run != 1 else ''} in a row reached failureThreshold {spec.failure_threshold}: {consequence}",
             Severity.ERROR,
         )
     if n_errored == n_seen:

@@ -259,7 +259,8 @@ class ProbeLedger:
 
     Published as ``PcapEvidence.aggregates["probes"]`` when the factory is bound to the evidence
     (:meth:`AppAnalyzerFactory.bind`); PCP012 and XL009 read it instead of the kept connections,
-    which stop at ``keep_clean``. About 200 bytes per probe request.
+    which stop at ``keep_clean``. A few hundred bytes per probe request (a pod probed every 10 s
+    makes 8,640 a day).
     """
 
     records: list[ProbeRecord] = field(default_factory=list)
