@@ -163,3 +163,18 @@ def test_stdin(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "10.0.0.1:40000 -> 10.0.0.2:8080" in out.stdout and "SF" in out.stdout
+
+
+def test_a_reset_of_a_connection_seen_mid_stream_is_in_the_established_phase(tmp_path: Path) -> None:
+    c, s = "10.0.0.1", "10.0.0.2"
+    pk = [
+        w.ipv4(c, s, w.tcp(40000, 8080, 5000, 9000, w.PSH | w.ACK, payload=b"GET / HTTP/1.1\r\n\r\n")),
+        w.ipv4(s, c, w.tcp(8080, 40000, 9000, 5018, w.ACK)),
+        w.ipv4(s, c, w.tcp(8080, 40000, 9000, 5018, w.RST | w.ACK)),
+    ]
+    f = tmp_path / "mid.pcap"
+    w.write_pcap(str(f), [w.Record(1.0 + i, w.ether(p)) for i, p in enumerate(pk)], 1)
+    conn = only(CaptureAnalysis(str(f)).run())
+    assert (conn.client.port, conn.server.port) == (40000, 8080)  # the lower port is the server's
+    assert (conn.reset_by, conn.reset_phase, conn.history) == ("server", "established", "Dar")
+    assert conn.idle_before_reset == pytest.approx(1.0)

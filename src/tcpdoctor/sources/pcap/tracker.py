@@ -630,8 +630,8 @@ def track(
                 S[slot, C_RESET_FRAME] = frame
                 T[slot, T_RESET_TS] = t
                 T[slot, T_IDLE_BEFORE_RST] = t - T[slot, T_END] if S[slot, C_FIRST_FRAME] != frame else 0.0
-                if S[slot, C_HANDSHAKE_DONE] == 0:
-                    S[slot, C_RESET_PHASE] = 1
+                if S[slot, C_HANDSHAKE_DONE] == 0 and S[slot, D0 + D_SYNS] + S[slot, D0 + ND + D_SYNS] > 0:
+                    S[slot, C_RESET_PHASE] = 1  # (a connection seen mid-stream was established before)
                 elif S[slot, D0 + D_FINS] + S[slot, D0 + ND + D_FINS] > 0:
                     S[slot, C_RESET_PHASE] = 3
                 else:
