@@ -392,6 +392,37 @@ def test_xl006_client_idle_longer_than_server_idle_through_a_service(repo) -> No
     assert f.location is not None and f.location.path.endswith("cmd/front/main.go")
 
 
+def test_xl006_says_the_fin_must_be_lost_or_in_flight(repo) -> None:  # type: ignore[no-untyped-def]
+    # net/http drops a pooled connection when the server's FIN arrives (readLoopPeekFailLocked):
+    # the message must not claim that every reuse fails, and must say what Go does with this POST
+    files = {
+        "cmd/orders/main.go": server_go(idle="60 * time.Second"),
+        "cmd/front/main.go": client_go("orders.default.svc:80", "5 * time.Minute"),
+        "deploy/orders.yaml": deployment("orders"),
+    }
+    (f,) = run(repo(files), "XL006")
+    assert f.severity.name == "WARNING"
+    assert "keeps idle connections for 5m0s, not less than the 1m0s after which the server" in f.message
+    assert "drops a pooled connection as soon as the peer's FIN arrives" in f.message
+    assert "while that FIN is in flight (the close race, PCP004)" in f.message
+    assert "the FIN is lost or held on the path (NAT, load balancer, conntrack: PCP003)" in f.message
+    assert "Go does not replay this POST" in f.message
+
+
+def test_xl006_get_is_replayed_once(repo) -> None:  # type: ignore[no-untyped-def]
+    get = client_go("orders.default.svc:80", "5 * time.Minute").replace(
+        'client.Post("http://" + *upstream + "/orders", "application/json", nil)',
+        'client.Get("http://" + *upstream + "/orders")',
+    )
+    files = {
+        "cmd/orders/main.go": server_go(idle="60 * time.Second"),
+        "cmd/front/main.go": get,
+        "deploy/orders.yaml": deployment("orders"),
+    }
+    (f,) = run(repo(files), "XL006")
+    assert "this GET is replayed once on a new connection" in f.message
+
+
 def test_xl006_client_idle_shorter_than_server_idle(repo) -> None:  # type: ignore[no-untyped-def]
     files = {
         "cmd/orders/main.go": server_go(idle="60 * time.Second"),

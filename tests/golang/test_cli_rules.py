@@ -96,6 +96,9 @@ def test_cli002_new_transport_without_idle_timeout(findings: Run) -> None:
     got = findings(src % "", "CLI002")
     assert len(got) == 1
     assert "IdleConnTimeout is unset" in got[0].message
+    # not "every reuse fails": the pool drops a connection whose FIN arrived (net/http readLoop)
+    assert "a reuse fails only when a request is written while that FIN is in flight" in got[0].message
+    assert "FIN is lost or held on the path" in got[0].message
     assert findings(src % ", IdleConnTimeout: 30 * time.Second", "CLI002") == []
 
 

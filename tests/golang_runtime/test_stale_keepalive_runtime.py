@@ -1,13 +1,25 @@
-"""Runtime proof for CLI002 / XL006: a client that keeps idle connections longer than the server.
+"""Runtime proof for CLI002 / XL006: what a client that keeps idle connections longer than the
+server really risks — and what it does not.
 
 progs/staleconn.go runs a net/http server (IdleTimeout) and a net/http client
 (Transport.IdleConnTimeout) in one process, in a network namespace of the test.
-On loopback the server's FIN reaches the client within microseconds, so the race
-between "server closes the idle connection" and "client reuses it" is too narrow to
-hit on purpose; an iptables rule drops the server's FIN to stand in for the time the
-FIN spends on a real network (or for a middlebox that forgot the connection silently).
-The client then writes its next request on a connection the server has closed; the
-server's kernel answers with a reset.
+
+When the server's idle timeout fires it closes the connection and its FIN reaches the client's
+transport, whose persistConn.readLoop is blocked in a Peek on the idle connection: the Peek
+returns io.EOF, readLoopPeekFailLocked closes the connection with errServerClosedIdle and it
+leaves the pool (net/http/transport.go). So with the FIN delivered, the next request simply
+dials a new connection (test_without_losing_the_fin_the_pool_drops_the_connection): a longer
+client IdleConnTimeout does not by itself make reuse fail.
+
+It fails in two cases: (a) the close race, a request written while the server's FIN is still
+in flight (microseconds on loopback, too narrow to hit on purpose), and (b) the lost FIN, a
+middlebox (NAT, load balancer, conntrack) that drops or holds the FIN, or a client that does
+not watch its idle connections. The tests below stand in for (b), and for (a) stretched out, by
+dropping the server's FIN with iptables: the FIN had to be lost for the reuse to fail. The
+client then writes its next request on a connection the server has closed and the server's
+kernel answers with a reset; the transport replays it on a new connection only when it is
+replayable (GET/HEAD/OPTIONS/TRACE, persistConn.shouldRetryRequest / Request.isReplayable), so
+the POST fails and the GET succeeds.
 """
 
 from __future__ import annotations
@@ -29,6 +41,11 @@ PORT = 8080  # inside the test's own network namespace: nothing else listens the
 @pytest.fixture(scope="module")
 def staleconn(go_build: Callable[[Path], Path]) -> Path:
     return go_build(PROGS / "staleconn.go")
+
+
+@pytest.fixture
+def plain_ns(topo: Topology) -> Netns:
+    return topo.host("fin")
 
 
 @pytest.fixture
@@ -79,3 +96,14 @@ def test_reuse_before_the_server_idle_timeout_is_fine(lossy_ns: Netns, staleconn
     assert got["error"] == ""
     assert got["attempts_reused"] == [True]
     assert got["server_connections"] == 1
+
+
+def test_without_losing_the_fin_the_pool_drops_the_connection(plain_ns: Netns, staleconn: Path) -> None:
+    # same settings as the failing POST above, but the server's FIN reaches the client: the
+    # transport's readLoop sees EOF on the idle connection and drops it, the POST dials afresh
+    got = run(plain_ns, staleconn, "-server-idle", "300ms", "-client-idle", "90s", "-wait", "600ms")
+    assert got["server_idle_closes"] == 1, "the server closed the idle connection"
+    assert got["error"] == ""
+    assert got["status"] == 200
+    assert got["attempts_reused"] == [False], "the stale connection had left the pool"
+    assert got["server_connections"] == 2

@@ -57,6 +57,30 @@ def transport_label(t: HttpTransport) -> str:
     return "&http.Transport{}"
 
 
+REPLAYABLE_METHODS = ("GET", "HEAD", "OPTIONS", "TRACE")  # net/http Request.isReplayable
+# How a pooled connection the server (or the path) closed meets a request, in net/http/transport.go:
+# the transport's readLoop drops the connection when the FIN arrives (readLoopPeekFailLocked ->
+# errServerClosedIdle), so only a request written while the FIN is in flight, or after a FIN that
+# was lost or held on the path, is sent on it.
+STALE_REUSE = (
+    "Go's transport drops a pooled connection as soon as the peer's FIN arrives, so a reuse fails only "
+    "when a request is written while that FIN is in flight (the close race, PCP004) or when the FIN is "
+    "lost or held on the path (NAT, load balancer, conntrack: PCP003)"
+)
+
+
+def stale_reuse_outcome(method: str | None = None) -> str:
+    """What happens to a request sent on a dead pooled connection (persistConn.shouldRetryRequest)."""
+    if method in REPLAYABLE_METHODS:
+        return f"this {method} is replayed once on a new connection (a POST or PATCH through the same pool is not)"
+    if method:
+        return (
+            f"Go does not replay this {method} (it replays only GET/HEAD/OPTIONS/TRACE or requests with an "
+            "Idempotency-Key header), so it fails"
+        )
+    return "Go replays only idempotent requests (GET/HEAD/OPTIONS/TRACE) once, so a POST or PATCH fails"
+
+
 def field_location(value: GoValue, fallback: Location) -> Location:
     return value.location or fallback
 
@@ -182,9 +206,8 @@ def transport_idle_unbounded(bag: EvidenceBag) -> Iterator[Finding]:
             continue
         yield transport_idle_unbounded.finding(
             f"{transport_label(t)} at {where(t.location)}: {t.idle_conn_timeout.describe('IdleConnTimeout')} "
-            "(0 = idle connections are kept forever): any server, proxy, load balancer or NAT on the path "
-            "that drops an idle connection first leaves a stale one in the pool, and the next request on it "
-            "gets a reset (Go replays it only if it is idempotent: POST/PATCH fail)",
+            "(0 = idle connections are kept forever), so every idle timeout on the path is shorter than the "
+            f"pool's; {STALE_REUSE}, and such a request gets a reset or EOF: {stale_reuse_outcome()}",
             location=loc,
             subject=go_subject(t.func, t.location),
             evidence=[go_evidence(t.idle_conn_timeout.describe("IdleConnTimeout"), loc)],

@@ -24,7 +24,7 @@ from tcpdoctor.evidence.manifests import Container, ManifestSet, Probe, Workload
 from tcpdoctor.model import Evidence, Finding, Fix, Location, Severity
 from tcpdoctor.rules import _matching as matching
 from tcpdoctor.rules._golang import io_wait
-from tcpdoctor.rules.client import client_for, go_subject, transport_label
+from tcpdoctor.rules.client import STALE_REUSE, client_for, go_subject, stale_reuse_outcome, transport_label
 from tcpdoctor.rules.registry import EvidenceBag, rule
 
 DEFAULT_TRANSPORT_IDLE = 90.0  # http.DefaultTransport IdleConnTimeout (net/http/transport.go)
@@ -441,7 +441,7 @@ def _targets(program: GoProgram, req: ClientRequest) -> list[matching.Target]:
 @rule(
     "XL006",
     name="client-idle-outlives-server-idle",
-    severity=Severity.ERROR,
+    severity=Severity.WARNING,
     summary="a Go client's IdleConnTimeout >= the IdleTimeout of the Go server it calls",
     needs=("go",),
 )
@@ -466,9 +466,10 @@ def client_idle_outlives_server_idle(bag: EvidenceBag) -> Iterator[Finding]:
                 seen.add(key)
                 client_text = "no limit" if client_idle == float("inf") else format_seconds(client_idle)
                 yield client_idle_outlives_server_idle.finding(
-                    f"{client_label} keeps idle connections for {client_text} but the server it calls closes "
-                    f"them after {format_seconds(seconds)} ({_idle_source(server)}): a request sent as the "
-                    "server closes gets a reset or EOF, and Go replays only idempotent requests (POST/PATCH fail)",
+                    f"{client_label} keeps idle connections for {client_text}, not less than the "
+                    f"{format_seconds(seconds)} after which the server it calls closes them "
+                    f"({_idle_source(server)}): {STALE_REUSE}, and "
+                    f"such a request gets a reset or EOF: {stale_reuse_outcome(req.method)}",
                     location=where,
                     subject=go_subject(req.func, req.location),
                     evidence=[
