@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 
 from tcpdoctor.evidence.manifests import ManifestSet
-from tcpdoctor.model import Finding
+from tcpdoctor.model import Finding, Location
 from tcpdoctor.rules.registry import get_rule
 from tcpdoctor.sources import manifests
 
@@ -74,3 +74,9 @@ def findings(rule_id: str, text: str) -> list[Finding]:
 
 def lines(found: list[Finding]) -> list[int | None]:
     return [f.location.line if f.location else None for f in found]
+
+
+def text_at(text: str, loc: Location | None) -> str:
+    """The manifest text from a (1-based) location to the end of its line."""
+    assert loc is not None and loc.line is not None and loc.column is not None, loc
+    return text.splitlines()[loc.line - 1][loc.column - 1 :]

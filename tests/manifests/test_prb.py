@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tcpdoctor.model import Severity
 
-from .helpers import deployment, findings, lines
+from .helpers import deployment, findings, lines, text_at
 
 LIVE_READY = """\
 livenessProbe:
@@ -77,15 +77,25 @@ def test_prb003_not_when_paths_differ() -> None:
 # -- PRB004 ------------------------------------------------------------------------------
 
 
-def test_prb004_equal_default_windows() -> None:
-    found = findings("PRB004", deployment(LIVE_READY))
+def test_prb004_equal_default_windows_behind_a_service() -> None:
+    found = findings("PRB004", deployment(LIVE_READY, service=True))
     assert len(found) == 1
     assert "30 s" in found[0].message and "the same as" in found[0].message
+    assert "Service/api port 80" in found[0].message
+    # the Service is quoted where its port stands (the SERVICE builder's `- {port: 80, ...}`)
+    assert [e.location.line for e in found[0].evidence if e.detail.startswith("Service/")] == [27]  # type: ignore[union-attr]
+
+
+def test_prb004_not_on_a_worker_no_service_selects() -> None:
+    """Readiness only decides rotation behind a Service: a worker with default probes is not a finding."""
+    assert findings("PRB004", deployment(LIVE_READY)) == []
+    other = deployment(LIVE_READY, service=True).replace("selector: {app: api}", "selector: {app: other}")
+    assert findings("PRB004", other) == []
 
 
 def test_prb004_not_when_liveness_waits_longer() -> None:
     longer = LIVE_READY.replace("port: http}\nreadiness", "port: http}\n  failureThreshold: 6\nreadiness")
-    assert findings("PRB004", deployment(longer)) == []
+    assert findings("PRB004", deployment(longer, service=True)) == []
 
 
 # -- PRB005 ------------------------------------------------------------------------------
@@ -97,6 +107,9 @@ def test_prb005_stated_startup_longer_than_liveness_budget() -> None:
     assert len(found) == 1
     assert "90 s" in found[0].message and "30 s" in found[0].message
     assert found[0].location.line == 17  # livenessProbe key (two annotation lines shift it)  # type: ignore[union-attr]
+    # the annotation is quoted at its own value (line 6), not at `metadata:` or the object's first line
+    (stated,) = [e for e in found[0].evidence if e.detail.startswith("tcpdoctor.io/startup-seconds")]
+    assert stated.location.line == 6 and text_at(text, stated.location) == '"90"'  # type: ignore[union-attr]
 
 
 def test_prb005_covered_by_a_startup_probe() -> None:
@@ -132,7 +145,19 @@ readinessProbe:
 def test_prb006_one_second_timeout_under_small_cpu_limit() -> None:
     found = findings("PRB006", deployment(THROTTLED))
     assert lines(found) == [16]
-    assert "250m" in found[0].message
+    message = found[0].message
+    # 250m: 25 ms per 100 ms period; 50 ms of CPU needs 2 periods, ~200 ms; 250 ms of CPU per 1 s timeout
+    assert "250m CPU limit gives 25 ms of CPU per 100 ms period" in message
+    assert "spread over 2 periods takes about 200 ms" in message and "only 250 ms of CPU per 1 s" in message
+    (limit,) = [e for e in found[0].evidence if e.detail.startswith("resources.limits.cpu")]
+    assert limit.location.line == 15  # type: ignore[union-attr]
+    assert text_at(deployment(THROTTLED), limit.location).startswith("250m}")  # the value, not `- name:`
+
+
+def test_prb006_arithmetic_follows_the_limit() -> None:
+    found = findings("PRB006", deployment(THROTTLED.replace("250m", "100m")))
+    assert "10 ms of CPU per 100 ms period" in found[0].message
+    assert "spread over 5 periods takes about 500 ms" in found[0].message
 
 
 def test_prb006_not_with_longer_timeout_or_bigger_limit() -> None:
@@ -188,14 +213,46 @@ def _exec(command: str, image: str = "example/api:1") -> str:
     return deployment(f"livenessProbe:\n  exec:\n    command: {command}\n", image=image)
 
 
-def test_prb009_dev_tcp_under_sh() -> None:
-    found = findings("PRB009", _exec('[sh, -c, "echo > /dev/tcp/127.0.0.1/8080"]'))
+DEV_TCP = '[sh, -c, "echo > /dev/tcp/127.0.0.1/8080"]'
+
+
+def test_prb009_dev_tcp_under_sh_in_an_unknown_image_is_a_warning() -> None:
+    found = findings("PRB009", _exec(DEV_TCP))
     assert len(found) == 1 and "bash-only" in found[0].message
+    assert found[0].severity == Severity.WARNING
+    assert "fails where sh is dash or busybox ash: the image example/api:1 does not say" in found[0].message
     assert found[0].location.line == 17  # type: ignore[union-attr]
+    (image,) = [e for e in found[0].evidence if e.detail.startswith("image ")]
+    assert image.location.line == 12  # the `image:` line, not the container's `- name:`  # type: ignore[union-attr]
 
 
-def test_prb009_dev_tcp_under_bash_is_fine() -> None:
+def test_prb009_dev_tcp_under_sh_in_a_dash_or_ash_image_is_an_error() -> None:
+    for image, why in (
+        ("python:3.12-slim", "-slim variant of a Debian-based official image, where sh is dash"),
+        ("debian:bookworm", "is Debian, where sh is dash"),
+        ("docker.io/library/ubuntu:24.04", "is Ubuntu, where sh is dash"),
+        ("node:20-alpine", "Alpine-based, where sh is busybox ash"),
+        ("busybox:1.36", "busybox, whose sh is ash"),
+        ("eclipse-temurin:21-jre-jammy", "Ubuntu jammy"),
+        ("gcr.io/distroless/base:debug", "busybox (ash)"),
+    ):
+        (found,) = findings("PRB009", _exec(DEV_TCP, image))
+        assert found.severity == Severity.ERROR, image
+        assert (
+            f"fails where sh is dash or busybox ash: the image {image} " in found.message
+            and why in found.message
+        )
+
+
+def test_prb009_named_dash_is_an_error_whatever_the_image() -> None:
+    (found,) = findings("PRB009", _exec('[/bin/dash, -c, "echo > /dev/tcp/127.0.0.1/8080"]'))
+    assert found.severity == Severity.ERROR and "dash does not implement" in found.message
+
+
+def test_prb009_dev_tcp_is_fine_under_bash_or_where_sh_is_bash() -> None:
     assert findings("PRB009", _exec('[bash, -c, "echo > /dev/tcp/127.0.0.1/8080"]')) == []
+    for image in ("registry.access.redhat.com/ubi9/ubi-minimal:9.4", "fedora:40", "amazonlinux:2023"):
+        assert findings("PRB009", _exec(DEV_TCP, image)) == [], image
 
 
 def test_prb009_curl_in_distroless() -> None:

@@ -189,3 +189,53 @@ def test_progress_is_called_once_per_file(tmp_path: Path) -> None:
     mset = manifests.collect([tmp_path], progress=seen.append)
     assert sorted(p.name for p in seen) == ["0.yaml", "1.yaml", "2.yaml"]
     assert len(mset.workloads) == 3 and len(mset.files) == 3
+
+
+# -- nothing readable: exit 2 (PRODUCT.md: "2 bad usage or unreadable input") -----------------------
+
+BROKEN = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  name: b\n"  # duplicate key: line 5, column 3
+
+
+def _input_error(*args: str | Path) -> str:
+    from tcpdoctor.model import InputError
+
+    result = _run(*args)
+    assert isinstance(result.exception, InputError), (result.exit_code, result.stdout)
+    return str(result.exception)
+
+
+def test_every_input_unreadable_exits_2_naming_the_file_and_position(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(BROKEN)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tcpdoctor.cli", "scan", str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stdout
+    assert proc.stderr.count("\n") == 1 and f"{broken}:5:3: " in proc.stderr
+    assert proc.stdout == ""
+    # a directory holding only unreadable files: the first reason, and how many more
+    (tmp_path / "blob.yaml").write_bytes(b"\x00\xff" * 64)
+    message = _input_error(tmp_path)
+    assert f"{broken}:5:3: duplicate key" in message and message.endswith("(and 1 more)")
+    broken.unlink()
+    assert f"{tmp_path / 'blob.yaml'}: binary file" in _input_error(tmp_path)
+
+
+def test_one_readable_file_keeps_the_scan_going(tmp_path: Path) -> None:
+    (tmp_path / "broken.yaml").write_text(BROKEN)
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")  # readable, holds no object
+    code, report = _json(tmp_path)
+    assert code == 1 and _rules(report) == ["TDR001"]
+
+
+def test_go_input_that_is_not_go_at_all_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "notes.go").write_text("these are release notes, not Go {\n")
+    message = _input_error(tmp_path)
+    assert f"{tmp_path / 'notes.go'}:1:" in message and "not Go source" in message
+    # a Go file with a syntax error is analysed where its tree allows: not "unreadable"
+    (tmp_path / "notes.go").write_text("package main\n\nfunc main() {\n\tx := \n}\n")
+    result = _run(tmp_path)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception

@@ -39,7 +39,7 @@ from tcpdoctor.commands.common import (
     finish,
 )
 from tcpdoctor.config import Config, config_for
-from tcpdoctor.model import Input
+from tcpdoctor.model import Input, InputError
 from tcpdoctor.policy import Suppressor
 from tcpdoctor.report import Report
 from tcpdoctor.rules.registry import EvidenceBag, run_rules
@@ -53,7 +53,8 @@ HELP = """Find probe, lifecycle and connection problems in Kubernetes manifests 
 PATH may be files or directories (walked recursively; .git, node_modules, vendor, testdata,
 .venv and hidden directories are skipped; a file named explicitly is always read). Manifests are YAML or JSON, multi-document, `kind: List`
 (`kubectl get -o yaml` dumps) or rendered Helm/kustomize output; YAML that is not a Kubernetes
-object is ignored, a file that cannot be parsed is reported as TDR001 and the scan goes on.
+object is ignored, a file that cannot be parsed is reported as TDR001 and the scan goes on
+(when no file given could be read at all, the scan stops with exit 2 and the first reason).
 
 Examples:
 
@@ -161,7 +162,6 @@ def _collect_pcap(ctx: ScanContext) -> None:
     path = ctx.options.get("pcap")
     if path is None:
         return
-    from tcpdoctor.model import InputError
     from tcpdoctor.sources.pcap.app import AppAnalyzerFactory
     from tcpdoctor.sources.pcap.tracker import CaptureAnalysis
 
@@ -173,6 +173,47 @@ def _collect_pcap(ctx: ScanContext) -> None:
     ctx.inputs.append(Input("pcap", str(path)))
     ctx.notes.extend(f"{path}: {p}" for p in evidence.stats.problems[:3])
     ctx.log(f"{path}: {evidence.stats.packets} packets, {evidence.stats.connections} connections")
+
+
+def _where(path: str, line: int | None, column: int | None) -> str:
+    return ":".join([path, *(str(n) for n in (line, column) if n is not None)])
+
+
+def unreadable_inputs(ctx: ScanContext) -> tuple[int, list[str]]:
+    """(how many manifest/Go files the scan was given, ``path[:line:col]: why`` for each it could not read).
+
+    Unreadable: not valid YAML/JSON, binary, too large, an I/O error, not a regular file; a Go file
+    that could not be read or has no package clause and syntax errors (not Go source at all). A Go
+    file with some syntax errors is analysed where its tree allows, so it counts as read.
+    """
+    reasons = [s.note() for s in ctx.files.skipped]
+    mset = ctx.bag.maybe("manifests")
+    if mset is not None:
+        for e in [*mset.parse_errors, *mset.unreadable]:
+            reasons.append(f"{_where(e.path, e.line, e.column)}: {' '.join(e.message.split())}")
+    program = ctx.bag.maybe("go")
+    if program is not None:
+        read = {Path(f.path).resolve(): f for f in program.files}
+        for path in ctx.files.go:
+            gofile = read.get(path.resolve())
+            if gofile is None:
+                reasons.append(f"{path}: cannot be read")
+            elif not gofile.package and gofile.syntax_errors:
+                first = gofile.first_error
+                where = _where(str(path), first.line, first.column) if first else str(path)
+                reasons.append(f"{where}: not Go source (no package clause, syntax error here)")
+    return ctx.files.count + len(ctx.files.skipped), reasons
+
+
+def _refuse_when_nothing_was_read(ctx: ScanContext) -> None:
+    """Exit 2 (bad input) when every manifest/Go file given could not be read: nothing was checked.
+
+    When some could be read, the unreadable ones are TDR001 findings (or notes) and the scan goes on.
+    """
+    total, reasons = unreadable_inputs(ctx)
+    if total and len(reasons) >= total:
+        more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
+        raise InputError(f"nothing could be read: {reasons[0]}{more}")
 
 
 # Extension point: Go source ("go"), node snapshot ("node"), capture ("pcap") collectors go here.
@@ -265,6 +306,7 @@ def scan(
             ctx.advance = advance
             for collect in COLLECTORS:
                 collect(ctx)
+        _refuse_when_nothing_was_read(ctx)
         ctx.bag.add("config", cfg)  # the [[match]] table of the cross-layer rules
         policy = opts.policy(cfg)
         policy.suppressors.extend(ctx.suppressors)

@@ -126,6 +126,11 @@ class Container:
     env: dict[str, str] = field(default_factory=dict)  # literal values only
     restart_policy: str | None = None  # "Always" on a sidecar init container (it then has probes)
     raw: Any = None
+    # where values stand: "image", "resources.limits.cpu", and the probe keys ("livenessProbe", ...)
+    field_locations: dict[str, Location] = field(default_factory=dict)
+
+    def field_location(self, name: str) -> Location:
+        return self.field_locations.get(name, self.location)
 
     def probe(self, kind: ProbeKind) -> Probe | None:
         return self.probes.get(kind)
@@ -165,6 +170,8 @@ class Workload:
     pod_spec_location: Location | None = None
     doc_index: int = 0  # which document of its file
     raw: Any = None  # the whole object (ruamel mapping)
+    # annotation key -> where its value stands (the pod template's when both have it)
+    annotation_locations: dict[str, Location] = field(default_factory=dict)
 
     @property
     def long_running(self) -> bool:
@@ -198,6 +205,7 @@ class ServicePort:
     name: str | None = None
     protocol: str = "TCP"
     app_protocol: str | None = None
+    location: Location | None = None  # the value of `port:`
 
 
 @dataclass
@@ -251,6 +259,8 @@ class ManifestSet:
     objects: list[KubeObject] = field(default_factory=list)
     parse_errors: list[ParseError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # files skipped (binary, too large, Helm templates)
+    # files not read at all (binary, too large, I/O error): also in notes
+    unreadable: list[ParseError] = field(default_factory=list)
 
     # services indexed by (namespace, first selector label): services_for is called per container by
     # several rules, and a linear scan made large scans quadratic (10,000 workloads x 4,000 Services)

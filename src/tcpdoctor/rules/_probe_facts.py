@@ -58,10 +58,53 @@ def timing(probe: Probe) -> str:
     )
 
 
+_FIELD_ATTRS = {
+    "initialDelaySeconds": "initial_delay_seconds",
+    "periodSeconds": "period_seconds",
+    "timeoutSeconds": "timeout_seconds",
+    "successThreshold": "success_threshold",
+    "failureThreshold": "failure_threshold",
+    "port": "port",
+    "path": "path",
+    "host": "host",
+    "scheme": "scheme",
+    "command": "command",
+}
+
+
+def field_value(probe: Probe, field: str) -> str:
+    """A probe field's effective value as text (``1``, ``http``, ``[sh, -c, ...]``)."""
+    attr = _FIELD_ATTRS.get(field)
+    value = getattr(probe, attr) if attr else written(probe, field)
+    if isinstance(value, list):
+        return "[" + ", ".join(value) + "]"
+    return str(value)
+
+
 def probe_evidence(probe: Probe, *, field: str | None = None) -> Evidence:
-    """``livenessProbe: httpGet http://:8080/healthz (periodSeconds 10, ...)`` at the probe or a field."""
-    where = probe.field_location(field) if field else probe.location
-    return Evidence("manifest", f"{probe_key(probe)}: {probe.describe()} ({timing(probe)})", where)
+    """The probe (``livenessProbe: httpGet http://:8080/healthz (periodSeconds 10, ...)``) at its key, or
+    one field first (``livenessProbe.failureThreshold 1; httpGet ...``) at that field's value.
+
+    A field the manifest did not write is quoted with its API default and "(default)", at the probe key.
+    """
+    whole = f"{probe.describe()} ({timing(probe)})"
+    if field is None:
+        return Evidence("manifest", f"{probe_key(probe)}: {whole}", probe.location)
+    if field in probe.field_locations:
+        quoted = f"{probe_key(probe)}.{field} {field_value(probe, field)}"
+    else:
+        quoted = f"{probe_key(probe)}.{field} {field_value(probe, field)} (default)"
+    return Evidence("manifest", f"{quoted}; {whole}", probe.field_location(field))
+
+
+def annotation_evidence(workload: Workload, key: str, text: str) -> Evidence:
+    """An annotation quoted as ``key: text``, at its value (the pod template's when both have it)."""
+    return Evidence("manifest", f"{key}: {text}", workload.annotation_locations.get(key, workload.location))
+
+
+def container_value_evidence(container: Container, name: str, text: str) -> Evidence:
+    """A container value (``image``, ``resources.limits.cpu``) quoted as ``name text``, at that value."""
+    return Evidence("manifest", f"{name} {text}", container.field_location(name))
 
 
 def failure_window(probe: Probe) -> int:
@@ -128,7 +171,7 @@ def service_evidence(mset: ManifestSet, workload: Workload, container: Container
         Evidence(
             "manifest",
             f"Service/{svc.name} port {sp.port} → {sp.target_port if sp.target_port is not None else sp.port}",
-            svc.location,
+            sp.location or svc.location,
         )
         for svc, sp in hits
     ]

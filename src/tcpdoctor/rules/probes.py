@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from tcpdoctor.evidence.manifests import Container, ManifestSet, Probe, Workload
@@ -19,6 +20,9 @@ from tcpdoctor.rules._probe_facts import (
     SERVING_KINDS,
     STARTUP_ANNOTATION,
     TYPICAL_DRAIN_SECONDS,
+    annotation,
+    annotation_evidence,
+    container_value_evidence,
     failure_window,
     fmt_seconds,
     path_matches,
@@ -68,7 +72,7 @@ def missing_liveness_probe(bag: EvidenceBag) -> Iterator[Finding]:
                     location=c.location,
                     subject=w.subject(c),
                     evidence=[
-                        Evidence("manifest", f"{w.kind} container {c.name}, image {c.image}", c.location)
+                        Evidence("manifest", f"{w.ref} container {c.name}: no livenessProbe", c.location)
                     ],
                     fix=Fix(
                         "add a livenessProbe on a cheap endpoint that checks only the process itself "
@@ -160,19 +164,25 @@ def identical_liveness_readiness(bag: EvidenceBag) -> Iterator[Finding]:
     needs=("manifests",),
 )
 def liveness_not_slower_than_readiness(bag: EvidenceBag) -> Iterator[Finding]:
-    for w, c, live, ready in _liveness_and_readiness(_manifests(bag)):
+    mset = _manifests(bag)
+    for w, c, live, ready in _liveness_and_readiness(mset):
         lw, rw = failure_window(live), failure_window(ready)
         if lw > rw:
+            continue
+        # readiness decides rotation only for a container some Service sends traffic to: on a worker
+        # that no Service selects, an unready pod loses nothing and the comparison means nothing
+        served = service_evidence(mset, w, c)
+        if not served:
             continue
         relation = "the same as" if lw == rw else "shorter than"
         yield liveness_not_slower_than_readiness.finding(
             f"liveness of {c.name} gives up after {live.failure_threshold} x {live.period_seconds} s = {lw} s, "
             f"{relation} readiness's {ready.failure_threshold} x {ready.period_seconds} s = {rw} s: a struggling "
-            "pod is restarted when it would only have been taken out of rotation"
-            + (" (or while still receiving traffic)" if lw < rw else ""),
+            f"pod is restarted when it would only have been taken out of rotation ({served[0].detail})"
+            + (" or while still receiving traffic" if lw < rw else ""),
             location=live.field_location("failureThreshold"),
             subject=w.subject(c),
-            evidence=[probe_evidence(live, field="failureThreshold"), probe_evidence(ready)],
+            evidence=[probe_evidence(live, field="failureThreshold"), probe_evidence(ready), served[0]],
             fix=Fix(
                 f"make liveness failureThreshold x periodSeconds clearly longer than {rw} s "
                 f"(e.g. failureThreshold {max(live.failure_threshold, -(-2 * rw // live.period_seconds))})"
@@ -195,7 +205,7 @@ def slow_start_not_covered(bag: EvidenceBag) -> Iterator[Finding]:
         live, startup = c.probe("liveness"), c.probe("startup")
         stated = seconds_annotation(w, STARTUP_ANNOTATION)
         stated_ev = (
-            Evidence("manifest", f"{STARTUP_ANNOTATION}: {fmt_seconds(stated)}", w.location)
+            annotation_evidence(w, STARTUP_ANNOTATION, f'"{annotation(w, STARTUP_ANNOTATION)}"')
             if stated
             else None
         )
@@ -251,6 +261,22 @@ def _startup_fix(probe: Probe, stated: float) -> str:
 # -- PRB006 ------------------------------------------------------------------------------
 
 THROTTLED_CPU_MILLICORES = 250
+CFS_PERIOD_MS = 100  # the kubelet's --cpu-cfs-quota-period default (the kernel's cpu.cfs_period_us default)
+HANDLER_CPU_MS = 50  # the CPU a modest health handler (plus its share of runtime work) may need
+
+
+def cfs_quota_ms(limit_millicores: int) -> float:
+    """CPU time per CFS period a limit allows, for all of the container's threads together."""
+    return limit_millicores * CFS_PERIOD_MS / 1000
+
+
+def cfs_elapsed_ms(cpu_ms: float, limit_millicores: int) -> float:
+    """Wall time that ``cpu_ms`` of CPU takes at the limit's average rate, on an otherwise idle container."""
+    return cpu_ms * 1000 / limit_millicores
+
+
+def _ms(value: float) -> str:
+    return f"{value / 1000:g} s" if value >= 1000 else f"{value:.3g} ms"
 
 
 @rule(
@@ -267,15 +293,21 @@ def probe_timeout_under_cpu_limit(bag: EvidenceBag) -> Iterator[Finding]:
             continue
         if p.timeout_seconds > 1:
             continue
+        quota = cfs_quota_ms(limit)
+        periods = -(-HANDLER_CPU_MS // quota) if quota else 0
+        budget = quota * p.timeout_seconds * 1000 / CFS_PERIOD_MS
         yield probe_timeout_under_cpu_limit.finding(
-            f"{probe_key(p)} of {c.name} must answer within timeoutSeconds {p.timeout_seconds} under a CPU limit "
-            f"of {limit}m: CFS throttling allows {limit / 10:g} ms of CPU per 100 ms period, so a handler that "
-            "needs 50 ms of CPU during a busy moment can take more than a second",
+            f"{probe_key(p)} of {c.name} must answer within timeoutSeconds {p.timeout_seconds} but a {limit}m CPU "
+            f"limit gives {_ms(quota)} of CPU per {CFS_PERIOD_MS} ms period to all of the container's threads: "
+            f"{HANDLER_CPU_MS} ms of handler CPU spread over {periods:g} periods takes about "
+            f"{_ms(cfs_elapsed_ms(HANDLER_CPU_MS, limit))} even when idle, and the whole container (GC, every "
+            f"other request) gets only {_ms(budget)} of CPU per {p.timeout_seconds} s, so when it is busy it is "
+            "throttled for whole periods and the probe times out",
             location=p.field_location("timeoutSeconds"),
             subject=w.subject(c),
             evidence=[
                 probe_evidence(p, field="timeoutSeconds"),
-                Evidence("manifest", f"resources.limits.cpu {limit}m", c.location),
+                container_value_evidence(c, "resources.limits.cpu", f"{limit}m"),
             ],
             fix=Fix(
                 "raise timeoutSeconds to 3-5 s (and keep failureThreshold >= 3), or raise/remove the CPU limit"
@@ -382,33 +414,105 @@ def _minimal_image(image: str) -> str | None:
     return None
 
 
-def _exec_problem(command: list[str], image: str) -> tuple[str, str] | None:
-    """(what is wrong, fix) for an exec probe command that cannot work, or None."""
+# official Docker images that are Debian-based (their -slim tags too) or Alpine-based: /bin/sh is dash or ash
+_DEBIAN_LANGUAGE_IMAGES = frozenset(
+    {"python", "node", "golang", "ruby", "php", "perl", "rust", "buildpack-deps"}
+)
+_DEBIAN_CODENAMES = {
+    **dict.fromkeys(("trixie", "bookworm", "bullseye", "buster", "stretch"), "Debian"),
+    **dict.fromkeys(("noble", "jammy", "focal", "bionic"), "Ubuntu"),
+}
+_UBI = re.compile(r"ubi\d*(-minimal|-init)?")
+# bases whose /bin/sh is a link to bash: /dev/tcp works there
+_BASH_SH_IMAGES = frozenset({"centos", "fedora", "rockylinux", "almalinux", "amazonlinux", "oraclelinux"})
+
+
+def _image_parts(image: str) -> tuple[str, str, str]:
+    """(repository path, last path component, tag) of an image reference, lower-cased."""
+    ref = image.lower().split("@", 1)[0]
+    repo, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "")
+    return repo, repo.rsplit("/", 1)[-1], tag
+
+
+def image_sh(image: str) -> tuple[str, str] | None:
+    """("dash" | "ash" | "none" | "bash", why) for what /bin/sh is in ``image``, from its name; None if unknown."""
+    repo, name, tag = _image_parts(image)
+    if "distroless" in repo:
+        if "debug" in tag:
+            return "ash", "is a distroless :debug image, whose only shell is busybox (ash)"
+        return "none", "is a distroless image with no shell at all"
+    if name == "busybox":
+        return "ash", "is busybox, whose sh is ash"
+    if name == "alpine" or "alpine" in tag:
+        return "ash", "is Alpine-based, where sh is busybox ash"
+    if name in ("debian", "ubuntu"):
+        return "dash", f"is {name.capitalize()}, where sh is dash"
+    codename = next((c for c in _DEBIAN_CODENAMES if c in tag), None)
+    if codename is not None:
+        return "dash", f"is built on {_DEBIAN_CODENAMES[codename]} {codename}, where sh is dash"
+    if name in _DEBIAN_LANGUAGE_IMAGES and "slim" in tag:
+        return "dash", "is a -slim variant of a Debian-based official image, where sh is dash"
+    if name in _BASH_SH_IMAGES or _UBI.fullmatch(name):
+        return "bash", "has bash as /bin/sh"
+    return None
+
+
+@dataclass(frozen=True)
+class ExecProblem:
+    what: str
+    fix: str
+    severity: Severity = Severity.ERROR
+
+
+_TCP_SOCKET_FIX = "use a tcpSocket probe on that port (no shell needed), or run the check with bash"
+
+
+def _dev_tcp_problem(shell: str, first: str, image: str) -> ExecProblem | None:
+    """/dev/tcp under a POSIX shell: certain when the shell is named, else judged from the image."""
+    lead = f"runs {shell} -c with /dev/tcp, a bash-only redirection"
+    if first != "sh":  # dash, ash, busybox named explicitly
+        return ExecProblem(
+            f"{lead} that {first} does not implement, so the probe fails on every attempt", _TCP_SOCKET_FIX
+        )
+    known = image_sh(image)
+    if known is not None and known[0] == "bash":
+        return None  # RHEL/UBI, Fedora, Amazon Linux...: sh is bash (also in POSIX mode), /dev/tcp works
+    lead += ", which fails where sh is dash or busybox ash"
+    if known is not None:
+        return ExecProblem(
+            f"{lead}: the image {image} {known[1]}, so the probe fails on every attempt", _TCP_SOCKET_FIX
+        )
+    return ExecProblem(
+        f"{lead}: the image {image} does not say which sh it has, so the probe works only if /bin/sh is bash "
+        "(RHEL/UBI, CentOS, Fedora, Amazon Linux) and fails on every attempt on Debian, Ubuntu or Alpine bases",
+        _TCP_SOCKET_FIX,
+        Severity.WARNING,
+    )
+
+
+def _exec_problem(command: list[str], image: str) -> ExecProblem | None:
+    """What is wrong with an exec probe command that cannot (or may not) work, or None."""
     if not command:
         return None
     first = _base(command[0])
     script = " ".join(command[1:])
     if first in _SHELLS and "/dev/tcp/" in script:
-        return (
-            f"runs {command[0]} -c with /dev/tcp, a bash-only redirection: {first} (dash, busybox ash) "
-            "treats /dev/tcp/HOST/PORT as a file that does not exist, so the probe always fails",
-            "use a tcpSocket probe on that port (no shell needed), or run the check with bash",
-        )
+        return _dev_tcp_problem(command[0], first, image)
     if " " in command[0].strip():
-        return (
+        return ExecProblem(
             f"passes {command[0]!r} as one argument: exec runs no shell, so the runtime looks for a binary "
             "with that whole string as its name and the probe always fails",
             "split the command into a list (command: [curl, -f, http://localhost:8080/healthz]) or use an httpGet probe",
         )
     if first not in _ALL_SHELLS and any(_SHELL_SYNTAX.search(part) for part in command[1:]):
-        return (
+        return ExecProblem(
             f"uses shell syntax in the arguments of {command[0]}, but exec runs no shell: the operators are passed "
             "to the program as plain arguments",
             "wrap it in [sh, -c, '...'] if the image has a shell, or use an httpGet/tcpSocket probe",
         )
     minimal = _minimal_image(image)
     if minimal and first in _TOOLS:
-        return (
+        return ExecProblem(
             f"runs {first} in {image}, {minimal}: the command does not exist and the probe always fails",
             "use an httpGet, tcpSocket or grpc probe, which the kubelet runs itself",
         )
@@ -429,16 +533,16 @@ def exec_probe_cannot_run(bag: EvidenceBag) -> Iterator[Finding]:
         problem = _exec_problem(p.command, c.image)
         if problem is None:
             continue
-        what, fix = problem
         yield exec_probe_cannot_run.finding(
-            f"{probe_key(p)} of {c.name} {what}",
+            f"{probe_key(p)} of {c.name} {problem.what}",
             location=p.field_location("command"),
             subject=w.subject(c),
+            severity=problem.severity,
             evidence=[
                 probe_evidence(p, field="command"),
-                Evidence("manifest", f"image {c.image}", c.location),
+                container_value_evidence(c, "image", c.image),
             ],
-            fix=Fix(fix),
+            fix=Fix(problem.fix),
         )
 
 
@@ -535,9 +639,11 @@ def invalid_probe_values(bag: EvidenceBag) -> Iterator[Finding]:
                 )
                 yield invalid_probe_values.finding(
                     f"{key} on {c.kind} container {c.name}: probes may not be set for {what}, the API server rejects the pod",
-                    location=c.location,
+                    location=c.field_location(key),
                     subject=w.subject(c),
-                    evidence=[Evidence("manifest", f"{c.kind}Containers[{c.name}].{key}", c.location)],
+                    evidence=[
+                        Evidence("manifest", f"{c.kind}Containers[{c.name}].{key}", c.field_location(key))
+                    ],
                     fix=Fix(
                         "remove the probe, or make the init container a sidecar with restartPolicy: Always"
                     ),
@@ -738,7 +844,7 @@ def grace_shorter_than_drain(bag: EvidenceBag) -> Iterator[Finding]:
             Evidence(
                 "manifest",
                 f"terminationGracePeriodSeconds {grace}" + ("" if w.grace_explicit else " (default)"),
-                w.grace_location or w.location,
+                w.grace_location or w.pod_spec_location or w.location,
             )
         ]
         if container is not None and container.pre_stop is not None:

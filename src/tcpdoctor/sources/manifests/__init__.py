@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tcpdoctor.evidence.manifests import ManifestSet
+from tcpdoctor.evidence.manifests import ManifestSet, ParseError
 from tcpdoctor.model import Finding
 from tcpdoctor.rules.registry import EvidenceBag, matches
 from tcpdoctor.sources.files import walk
@@ -89,6 +89,7 @@ def add_file(mset: ManifestSet, path: Path) -> None:
         return
     except SkippedFile as exc:
         mset.notes.append(exc.skip.note())
+        mset.unreadable.append(ParseError(str(path), exc.skip.reason))
         return
     extract(docs, mset)
 

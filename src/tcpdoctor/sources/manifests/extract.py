@@ -305,6 +305,7 @@ def _container(path: str, seq: Any, index: int, spec: Any, kind: ContainerKind) 
         restart_policy=restart_policy,
         raw=spec,
     )
+    c.field_locations = _container_locations(path, spec, resources)
     ports = _list(spec.get("ports"))
     for i, p in enumerate(ports):
         number = _int(p.get("containerPort")) if isinstance(p, dict) else None
@@ -326,6 +327,32 @@ def _container(path: str, seq: Any, index: int, spec: Any, kind: ContainerKind) 
                 c.probes[probe_kind] = probe
         c.pre_stop = _pre_stop(path, spec)
     return c
+
+
+def _container_locations(path: str, spec: dict[Any, Any], resources: dict[Any, Any]) -> dict[str, Location]:
+    """Where the container's quoted values stand: its image, CPU limit and request, and probe keys."""
+    found: dict[str, Location] = {}
+    if "image" in spec:
+        found["image"] = value_location(path, spec, "image")
+    for section in ("limits", "requests"):
+        values = resources.get(section)
+        if isinstance(values, dict) and "cpu" in values:
+            found[f"resources.{section}.cpu"] = value_location(path, values, "cpu")
+    for key in PROBE_KEYS:
+        if key in spec:
+            found[key] = key_location(path, spec, key)
+    return found
+
+
+def _annotation_locations(path: str, *metas: dict[Any, Any]) -> dict[str, Location]:
+    """annotation key -> where its value stands; later ``metas`` (the pod template) win."""
+    found: dict[str, Location] = {}
+    for meta in metas:
+        annotations = meta.get("annotations")
+        if isinstance(annotations, dict):
+            for key in annotations:
+                found[str(key)] = value_location(path, annotations, key)
+    return found
 
 
 def _containers(path: str, pod_spec: dict[Any, Any], key: str, kind: ContainerKind) -> list[Container]:
@@ -371,6 +398,7 @@ def _workload(path: str, doc_index: int, kind: str, obj: dict[Any, Any]) -> Work
         doc_index=doc_index,
         raw=obj,
         pod_spec_location=key_location(path, holder, "spec") if "spec" in holder else None,
+        annotation_locations=_annotation_locations(path, meta, *(() if kind == "Pod" else (template_meta,))),
     )
     if "terminationGracePeriodSeconds" in pod_spec:
         w.grace_explicit = True
@@ -409,6 +437,7 @@ def _service(path: str, obj: dict[Any, Any]) -> Service:
                 name=_str(p.get("name")),
                 protocol=_str(p.get("protocol")) or "TCP",
                 app_protocol=_str(p.get("appProtocol")),
+                location=value_location(path, p, "port"),
             )
         )
     return svc
