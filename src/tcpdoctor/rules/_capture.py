@@ -39,6 +39,9 @@ RACE_WINDOW_SECONDS = 1.0
 TIME_WAIT_SECONDS = 60.0
 INITIAL_RTO_SECONDS = 1.0
 DEFAULT_PROBE_TIMEOUT = 1.0
+ZERO_WINDOW_ANSWER = 0.2
+"""A zero-window advertisement this soon after a retransmission (or 4 handshake RTTs) answers it."""
+TCP_RTO_MAX = 120.0
 RETRANSMISSION_RATIO = 0.05
 """PCP009: a direction with this share of its packets retransmitted (and at least 3) is heavy."""
 
@@ -135,18 +138,22 @@ def data_retransmissions(conn: Connection, side: Direction) -> list[TcpEvent]:
 def into_zero_window(conn: Connection, side: Direction, event: TcpEvent) -> bool:
     """True when ``side`` sent this retransmission while its peer advertised a zero receive window.
 
-    The peer's zero-window advertisements bracket it: one before, and one after it (the peer
-    still said 0 in answer, so it took nothing), or more zero windows than the capped event list
-    kept. Linux retransmits unacknowledged data into a window the receiver shrank to zero and
+    The peer's zero-window advertisements bracket it: one before, and one answering it within
+    ``ZERO_WINDOW_ANSWER`` (the peer still said 0, so it took nothing); or the peer sent more zero
+    windows than the capped event list kept and this one came after the last kept one, within
+    ``TCP_RTO_MAX`` (120 s: the persist timer's longest interval). Linux retransmits unacknowledged data into a window the receiver shrank to zero and
     calls those retransmits zero-window probes (net/ipv4/tcp_timer.c, tcp_retransmit_timer:
     "Receiver dastardly shrinks window. Our retransmits become zero probes"): they are not losses.
     """
     zero = side_events(conn, ZERO_WINDOW, side.other)
     if not zero or zero[0].ts > event.ts:
         return False
-    if any(z.ts >= event.ts for z in zero):
-        return True
-    return conn.stats(side.other).zero_windows > len(zero)
+    answer = max(ZERO_WINDOW_ANSWER, 4 * (conn.handshake_rtt or 0.0))
+    later = [z.ts for z in zero if z.ts >= event.ts]
+    if later:
+        return min(later) - event.ts <= answer
+    truncated = conn.stats(side.other).zero_windows > len(zero)
+    return truncated and event.ts - zero[-1].ts <= TCP_RTO_MAX
 
 
 def split_retransmissions(conn: Connection, side: Direction) -> tuple[list[TcpEvent], list[TcpEvent]]:

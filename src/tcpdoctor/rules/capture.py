@@ -519,8 +519,8 @@ def heavy_retransmission(bag: EvidenceBag) -> Iterator[Finding]:
                 )
                 tail = ", and was never acknowledged before the connection ended" if unacked else ""
                 beside = (
-                    f" ({len(windowed)} more went into the {side.other.label}'s zero window, PCP008, and are "
-                    "not counted)"
+                    f" ({len(windowed)} more went into the {side.other.label}'s zero window, PCP008, and "
+                    f"{'is' if len(windowed) == 1 else 'are'} not counted)"
                     if windowed
                     else ""
                 )
