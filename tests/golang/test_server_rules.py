@@ -218,6 +218,50 @@ def test_srv004_shutdown_on_sigint_only(findings: Run) -> None:
     assert len(found) == 1 and "os.Interrupt" in found[0].message and "SIGTERM" in found[0].message
 
 
+@pytest.mark.parametrize("addr", ["127.0.0.1:6060", "localhost:6060", "[::1]:6060"])
+def test_srv004_loopback_server_is_info(findings: Run, addr: str) -> None:
+    # a pprof / debug server on loopback: no client behind the Service loses a request on rollout
+    src = server("\t\tReadHeaderTimeout: time.Second,\n", tail="\tsrv.ListenAndServe()\n}\n")
+    (found,) = findings(src.replace('":8080"', f'"{addr}"'), "SRV004")
+    assert found.severity.name == "INFO"
+    assert f'listens on loopback only ("{addr}")' in found.message
+
+
+def test_srv004_all_interfaces_stays_a_warning(findings: Run) -> None:
+    src = server("\t\tReadHeaderTimeout: time.Second,\n", tail="\tsrv.ListenAndServe()\n}\n")
+    (found,) = findings(src.replace('":8080"', '"0.0.0.0:8080"'), "SRV004")
+    assert found.severity.name == "WARNING" and "info only" not in found.message
+
+
+def test_srv004_package_level_debug_listener_is_info(findings: Run) -> None:
+    src = 'func main() {\n\tgo http.ListenAndServe("localhost:6060", nil)\n\tselect {}\n}\n'
+    (found,) = findings(src, "SRV004")
+    assert found.severity.name == "INFO" and "loopback only" in found.message
+
+
+LIBRARY = """package api
+
+import (
+\t"net/http"
+\t"time"
+)
+
+type Server struct{ http *http.Server }
+
+func New(h http.Handler) *Server {
+\treturn &Server{http: &http.Server{Addr: ":8080", Handler: h, ReadHeaderTimeout: time.Second}}
+}
+
+func (s *Server) Run() error { return s.http.ListenAndServe() }
+"""
+
+
+def test_srv004_server_in_a_library_package_is_info(findings: Run) -> None:
+    (found,) = findings({"internal/api/server.go": LIBRARY}, "SRV004")
+    assert found.severity.name == "INFO"
+    assert "library package api, not package main" in found.message
+
+
 def test_srv004_graceful(findings: Run) -> None:
     assert findings(server("\t\tReadHeaderTimeout: time.Second,\n"), "SRV004") == []
 

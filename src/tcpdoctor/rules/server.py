@@ -10,8 +10,17 @@ a request's headers have been read, so it bounds the whole response.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
-from tcpdoctor.evidence.golang import GoProgram, Handler, HttpServer, IoCall, ListenCall, format_seconds
+from tcpdoctor.evidence.golang import (
+    GoProgram,
+    GoValue,
+    Handler,
+    HttpServer,
+    IoCall,
+    ListenCall,
+    format_seconds,
+)
 from tcpdoctor.evidence.manifests import ManifestSet
 from tcpdoctor.model import Evidence, Finding, Fix, Location, Severity
 from tcpdoctor.rules._golang import (
@@ -198,6 +207,34 @@ def write_timeout_cuts_streams(bag: EvidenceBag) -> Iterator[Finding]:
             )
 
 
+LOOPBACK_HOSTS = ("127.", "localhost:", "[::1]:", "::1:")
+
+
+def _minor_server(package: str, addr: GoValue) -> str | None:
+    """Why a server without graceful shutdown matters less (SRV004 at info), or None.
+
+    A server bound to loopback only (a pprof/debug or metrics endpoint) is not behind the Service, so
+    a rollout cuts no client's request; a server in a library package (not package main) is started
+    and stopped by the program that imports it, whose Shutdown call may live outside the scan.
+    """
+    value = addr.value if addr.is_set and isinstance(addr.value, str) else ""
+    if value.startswith(LOOPBACK_HOSTS):
+        return f'it listens on loopback only ("{value}"), so no client behind the Service loses a request'
+    if package and package != "main":
+        return (
+            f"it is in library package {package}, not package main: the program that imports it may call "
+            "Shutdown where this scan does not see it"
+        )
+    return None
+
+
+def _graceful_finding(message: str, minor: str | None, **kwargs: Any) -> Finding:
+    """An SRV004 finding, lowered to info (and saying why) for a loopback or library server."""
+    if minor is None:
+        return no_graceful_shutdown.finding(message, **kwargs)
+    return no_graceful_shutdown.finding(f"{message} (info only: {minor})", severity=Severity.INFO, **kwargs)
+
+
 def _catches_sigterm(program: GoProgram) -> bool:
     return any(s.catches_sigterm or s.signals == ["all"] for s in program.signals)
 
@@ -214,9 +251,10 @@ def no_graceful_shutdown(bag: EvidenceBag) -> Iterator[Finding]:
     sigterm = _catches_sigterm(program)
     signal_text = ", ".join(sorted({sig for s in program.signals for sig in s.signals})) or "none"
     for call in _package_level(program):
-        yield no_graceful_shutdown.finding(
+        yield _graceful_finding(
             f"{_call_text(call)} has no http.Server value to call Shutdown on: on SIGTERM the process exits "
             "and every in-flight request is cut",
+            _minor_server(call.package, call.addr),
             location=call.location,
             subject=call.subject,
             fix=Fix(
@@ -225,10 +263,12 @@ def no_graceful_shutdown(bag: EvidenceBag) -> Iterator[Finding]:
         )
     for server in _served(program):
         shutdowns = server.shutdown_calls
+        minor = _minor_server(server.package, server.addr)
         if not shutdowns:
-            yield no_graceful_shutdown.finding(
+            yield _graceful_finding(
                 f"{server_label(server)} is served but Shutdown is never called on it: on SIGTERM the process "
                 "exits and every in-flight request is cut",
+                minor,
                 location=server.location,
                 subject=server.subject,
                 evidence=[Evidence("go", "served here", loc) for loc in server.serve_calls[:1]],
@@ -237,10 +277,11 @@ def no_graceful_shutdown(bag: EvidenceBag) -> Iterator[Finding]:
                 ),
             )
         elif not sigterm:
-            yield no_graceful_shutdown.finding(
+            yield _graceful_finding(
                 f"{server_label(server)} calls Shutdown but the program catches no SIGTERM (signals seen: "
                 f"{signal_text}): the kubelet stops containers with SIGTERM, whose default action kills the "
                 "process before Shutdown runs",
+                minor,
                 location=shutdowns[0].location,
                 subject=server.subject,
                 evidence=[
