@@ -230,7 +230,7 @@ def record(
         "",
         f"Command: `{command}`  ",
         f"Machine: {os.cpu_count()} cores shared with other work (load average {load}), kernel {platform.release()}, "
-        f"bpftrace {subprocess.run(['bpftrace', '--version'], capture_output=True, text=True).stdout.strip()}.  ",
+        f"{subprocess.run(['bpftrace', '--version'], capture_output=True, text=True).stdout.strip()}.  ",
         f"Load: `wrk -t2 -c{args.connections} -d{args.seconds}s` against a Go net/http server "
         "(benchmarks/go/trace_overhead_server.go) on 127.0.0.1, both on the same 2 cores as the tracer; "
         f"{args.rounds} rounds, the order of the modes rotated each round, {args.settle:g} s pause before each run; "
