@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from tcpdoctor.commands.trace import event_line, summary_dict
 from tcpdoctor.evidence.trace import Attribution, NamespaceCounters, TraceEvent, TraceEvidence
 
@@ -47,3 +51,15 @@ def test_live_line_names_owner_or_refused_peer() -> None:
     line = event_line(e)
     assert "10.0.0.2:81 -> 10.0.0.9:41000" in line and "NO_SOCKET" in line
     assert line.endswith("refused peer pid 77 curl")
+
+
+def test_cgroup_option_takes_ids_and_paths(tmp_path: Path) -> None:
+    from tcpdoctor.commands.trace import cgroup_ids
+    from tcpdoctor.model import InputError
+
+    leaf = tmp_path / "kubepods.slice" / "pod.slice"
+    leaf.mkdir(parents=True)
+    ids = cgroup_ids(["12345", str(leaf)])
+    assert ids == frozenset({12345, leaf.stat().st_ino})  # a cgroup's id is its directory's inode
+    with pytest.raises(InputError, match="no such cgroup"):
+        cgroup_ids(["kubepods.slice/does-not-exist-" + tmp_path.name])
