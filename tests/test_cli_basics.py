@@ -77,3 +77,14 @@ def test_rules_list_one_line_per_rule_when_piped() -> None:
     assert len(lines) == len(all_rules())
     assert all(len(line.split("\t")) == 5 for line in lines)
     assert lines[0].startswith("PRB001\t")
+
+
+def test_readme_lists_every_rule_and_the_two_setup_commands() -> None:
+    from pathlib import Path
+
+    from tcpdoctor.rules.registry import all_rules
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert "make demo" in readme and "make test" in readme
+    missing = [r.id for r in all_rules() if f"| {r.id} |" not in readme]
+    assert not missing, f"README's rule table lacks {missing}"
