@@ -66,6 +66,13 @@ class Bpftrace:
         self._start(timeout, cancel or threading.Event())
 
     def _start(self, timeout: float, cancel: threading.Event) -> None:
+        try:
+            self._attach(timeout, cancel)
+        finally:
+            # bpftrace read the program before attaching: nothing is left behind if we are killed
+            Path(self._path).unlink(missing_ok=True)
+
+    def _attach(self, timeout: float, cancel: threading.Event) -> None:
         env = dict(
             os.environ, BPFTRACE_MAP_KEYS_MAX="65536", BPFTRACE_STRLEN="16", BPFTRACE_PERF_RB_PAGES="1024"
         )
