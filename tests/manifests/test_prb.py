@@ -247,6 +247,8 @@ def test_prb009_dev_tcp_under_sh_in_a_dash_or_ash_image_is_an_error() -> None:
 def test_prb009_named_dash_is_an_error_whatever_the_image() -> None:
     (found,) = findings("PRB009", _exec('[/bin/dash, -c, "echo > /dev/tcp/127.0.0.1/8080"]'))
     assert found.severity == Severity.ERROR and "dash does not implement" in found.message
+    (found,) = findings("PRB009", _exec('[busybox, sh, -c, "echo > /dev/tcp/127.0.0.1/8080"]'))
+    assert found.severity == Severity.ERROR and "runs busybox sh -c with /dev/tcp" in found.message
 
 
 def test_prb009_dev_tcp_is_fine_under_bash_or_where_sh_is_bash() -> None:

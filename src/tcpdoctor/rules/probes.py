@@ -467,9 +467,10 @@ class ExecProblem:
 _TCP_SOCKET_FIX = "use a tcpSocket probe on that port (no shell needed), or run the check with bash"
 
 
-def _dev_tcp_problem(shell: str, first: str, image: str) -> ExecProblem | None:
+def _dev_tcp_problem(command: list[str], first: str, image: str) -> ExecProblem | None:
     """/dev/tcp under a POSIX shell: certain when the shell is named, else judged from the image."""
-    lead = f"runs {shell} -c with /dev/tcp, a bash-only redirection"
+    shell = " ".join(command[: command.index("-c") + 1]) if "-c" in command else command[0]
+    lead = f"runs {shell} with /dev/tcp, a bash-only redirection"
     if first != "sh":  # dash, ash, busybox named explicitly
         return ExecProblem(
             f"{lead} that {first} does not implement, so the probe fails on every attempt", _TCP_SOCKET_FIX
@@ -497,7 +498,7 @@ def _exec_problem(command: list[str], image: str) -> ExecProblem | None:
     first = _base(command[0])
     script = " ".join(command[1:])
     if first in _SHELLS and "/dev/tcp/" in script:
-        return _dev_tcp_problem(command[0], first, image)
+        return _dev_tcp_problem(command, first, image)
     if " " in command[0].strip():
         return ExecProblem(
             f"passes {command[0]!r} as one argument: exec runs no shell, so the runtime looks for a binary "
