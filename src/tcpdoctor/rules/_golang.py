@@ -231,25 +231,27 @@ def _alb_idle(annotations: dict[str, str]) -> tuple[float, str]:
     return ALB_IDLE, "AWS ALB default idle timeout"
 
 
-def _nginx_keepalive(mset: ManifestSet) -> tuple[float, str]:
+def _configmap_seconds(mset: ManifestSet, key: str) -> tuple[float, str] | None:
+    """A whole number of seconds under ``data.<key>`` of a ConfigMap (the ingress-nginx controller's)."""
     for obj in mset.objects_of("ConfigMap"):
         data = _get(obj.raw, "data")
-        value = data.get("upstream-keepalive-timeout") if isinstance(data, dict) else None
+        value = data.get(key) if isinstance(data, dict) else None
         if value is not None and str(value).isdigit():
-            return float(value), f"ConfigMap {obj.name} upstream-keepalive-timeout"
-    return NGINX_UPSTREAM_KEEPALIVE, "ingress-nginx default upstream-keepalive-timeout"
+            return float(value), f"ConfigMap {obj.name} {key}"
+    return None
+
+
+def _nginx_keepalive(mset: ManifestSet) -> tuple[float, str]:
+    found = _configmap_seconds(mset, "upstream-keepalive-timeout")
+    return found or (NGINX_UPSTREAM_KEEPALIVE, "ingress-nginx default upstream-keepalive-timeout")
 
 
 def _nginx_read_timeout(mset: ManifestSet, annotations: dict[str, str]) -> tuple[float, str]:
     value = annotations.get("nginx.ingress.kubernetes.io/proxy-read-timeout", "")
     if value.isdigit():
         return float(value), "nginx.ingress.kubernetes.io/proxy-read-timeout"
-    for obj in mset.objects_of("ConfigMap"):
-        data = _get(obj.raw, "data")
-        found = data.get("proxy-read-timeout") if isinstance(data, dict) else None
-        if found is not None and str(found).isdigit():
-            return float(found), f"ConfigMap {obj.name} proxy-read-timeout"
-    return NGINX_PROXY_READ, "ingress-nginx default proxy-read-timeout"
+    found = _configmap_seconds(mset, "proxy-read-timeout")
+    return found or (NGINX_PROXY_READ, "ingress-nginx default proxy-read-timeout")
 
 
 def _backends(spec: Any) -> Iterator[Any]:

@@ -8,7 +8,7 @@ why). XL006 joins a Go client with the Go server it calls.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from tcpdoctor.evidence.golang import (
@@ -25,7 +25,7 @@ from tcpdoctor.model import Evidence, Finding, Fix, Location, Severity
 from tcpdoctor.rules import _matching as matching
 from tcpdoctor.rules._golang import io_wait
 from tcpdoctor.rules.client import STALE_REUSE, client_for, go_subject, stale_reuse_outcome, transport_label
-from tcpdoctor.rules.registry import EvidenceBag, rule
+from tcpdoctor.rules.registry import EvidenceBag, Rule, rule
 
 DEFAULT_TRANSPORT_IDLE = 90.0  # http.DefaultTransport IdleConnTimeout (net/http/transport.go)
 PROBE_KINDS = ("startup", "readiness", "liveness")
@@ -66,6 +66,21 @@ class ServedProbe:
             f"failureThreshold {p.failure_threshold}",
             p.location,
         )
+
+    def finding(self, check: Rule, message: str, evidence: Iterable[Evidence], fix: Fix) -> Finding:
+        """A finding of ``check`` on this probe's path: the probe's workload container as subject, the
+        probe spec and the matched Go server and route as the first pieces of evidence."""
+        return check.finding(
+            message,
+            location=self.location,
+            subject=self.workload.subject(self.container),
+            evidence=[self.manifest_evidence(), *self.go_evidence(), *evidence],
+            fix=fix,
+        )
+
+    def served_by(self, handler: Handler) -> str:
+        """``readinessProbe GET :8080/readyz is served by main.readyz (main.go:31)``."""
+        return f"{self.label} is served by {handler_label(handler)}"
 
     def go_evidence(self) -> list[Evidence]:
         out = [Evidence("go", f"Go server {self.match.server.label}, matched by {self.match.reason}")]
@@ -120,19 +135,14 @@ def probe_on_streaming_handler(bag: EvidenceBag) -> Iterator[Finding]:
         if h is None or not h.streaming:
             continue
         how = "text/event-stream" if h.event_stream else "a flushed write loop"
-        yield probe_on_streaming_handler.finding(
-            f"{sp.label} is served by {handler_label(h)}, a streaming handler ({how}) whose response never "
+        yield sp.finding(
+            probe_on_streaming_handler,
+            f"{sp.served_by(h)}, a streaming handler ({how}) whose response never "
             f"ends: the kubelet reads a probe body until 10 KiB or timeoutSeconds {sp.probe.timeout_seconds}, "
             "so the probe never passes (once headers are flushed the timeout is a prober error, retried 3 times "
             "and discarded: a readiness probe never turns Ready, a liveness probe never detects anything)",
-            location=sp.location,
-            subject=sp.workload.subject(sp.container),
-            evidence=[
-                sp.manifest_evidence(),
-                *sp.go_evidence(),
-                Evidence("go", how, h.event_stream or h.location),
-            ],
-            fix=Fix(
+            [Evidence("go", how, h.event_stream or h.location)],
+            Fix(
                 "point the probe at a cheap endpoint that returns at once (a /healthz handler writing 200), "
                 "never at the stream"
             ),
@@ -156,18 +166,13 @@ def liveness_handler_does_dependency_io(bag: EvidenceBag) -> Iterator[Finding]:
         if sp.probe.kind != "liveness" or h is None or not h.io_calls:
             continue
         calls = ", ".join(f"{c.call} ({c.kind}, line {c.location.line})" for c in h.io_calls[:3])
-        yield liveness_handler_does_dependency_io.finding(
-            f"{sp.label} is served by {handler_label(h)}, which calls {calls}: when that dependency is slow "
+        yield sp.finding(
+            liveness_handler_does_dependency_io,
+            f"{sp.served_by(h)}, which calls {calls}: when that dependency is slow "
             "or down, every replica fails liveness at the same time and the kubelet restarts them all, "
             "which does not fix the dependency",
-            location=sp.location,
-            subject=sp.workload.subject(sp.container),
-            evidence=[
-                sp.manifest_evidence(),
-                *sp.go_evidence(),
-                *(Evidence("go", f"{c.kind} call {c.call}", c.location) for c in h.io_calls[:3]),
-            ],
-            fix=Fix(
+            [Evidence("go", f"{c.kind} call {c.call}", c.location) for c in h.io_calls[:3]],
+            Fix(
                 "keep liveness local (the process answers: a handler that writes 200); check dependencies "
                 "in the readiness handler, with a deadline shorter than its timeoutSeconds"
             ),
@@ -196,19 +201,14 @@ def probe_timeout_shorter_than_handler_timeouts(bag: EvidenceBag) -> Iterator[Fi
         longest, what, wait_location = max(waits, key=lambda w: w[0])
         if longest <= sp.probe.timeout_seconds:
             continue
-        yield probe_timeout_shorter_than_handler_timeouts.finding(
+        yield sp.finding(
+            probe_timeout_shorter_than_handler_timeouts,
             f"{sp.label} has timeoutSeconds {sp.probe.timeout_seconds} but {handler_label(h)} waits up to "
             f"{format_seconds(longest)} ({what}): a slow dependency makes "
             "the kubelet give up first, so the probe fails with a timeout instead of the handler's "
             "answer, and the handler keeps working after nobody listens",
-            location=sp.location,
-            subject=sp.workload.subject(sp.container),
-            evidence=[
-                sp.manifest_evidence(),
-                *sp.go_evidence(),
-                Evidence("go", f"waits up to {format_seconds(longest)}: {what}", wait_location),
-            ],
-            fix=Fix(
+            [Evidence("go", f"waits up to {format_seconds(longest)}: {what}", wait_location)],
+            Fix(
                 f"make the handler's deadline shorter than timeoutSeconds (e.g. {sp.probe.timeout_seconds * 0.8:g}s), "
                 f"or raise timeoutSeconds above {format_seconds(longest)}"
             ),
@@ -503,13 +503,12 @@ def probe_path_not_registered(bag: EvidenceBag) -> Iterator[Finding]:
         if sp.registration is not None or not sp.registrations:
             continue
         known = ", ".join(sorted({r.pattern for r in sp.registrations})[:6])
-        yield probe_path_not_registered.finding(
+        yield sp.finding(
+            probe_path_not_registered,
             f"{sp.label}: no route of Go server {sp.match.server.label} serves {sp.probe.path or '/'} "
             f"(registered: {known}), so every probe gets 404 and fails",
-            location=sp.location,
-            subject=sp.workload.subject(sp.container),
-            evidence=[sp.manifest_evidence(), *sp.go_evidence()],
-            fix=Fix(
+            [],
+            Fix(
                 f"register {sp.probe.path or '/'} on the server's mux, or point the probe at one of: {known}"
             ),
         )

@@ -39,9 +39,9 @@ from tcpdoctor.evidence.golang import (
     ResponseBodyUse,
 )
 from tcpdoctor.sources.golang import parse, values
-from tcpdoctor.sources.golang.context import FileContext, FuncSpan
+from tcpdoctor.sources.golang.context import FileContext, FuncSpan, field_assignments
 from tcpdoctor.sources.golang.handlers import handler_style
-from tcpdoctor.sources.golang.parse import arguments, call_parts, text
+from tcpdoctor.sources.golang.parse import arguments, call_parts, keyed_fields, text
 from tcpdoctor.sources.golang.reqctx import later_with_context, request_of, trace_context
 from tcpdoctor.sources.golang.servers import holder_name
 
@@ -170,19 +170,6 @@ def _qualified(ctx: FileContext, type_node: Node | None) -> tuple[str, str] | No
     return (pkg, text(type_node.child_by_field_name("name"))) if pkg else None
 
 
-def _keyed(lit: Node) -> list[tuple[str, Node]]:
-    """(field name, value node) of a keyed composite literal."""
-    out: list[tuple[str, Node]] = []
-    body = lit.child_by_field_name("body")
-    for el in body.named_children if body is not None else []:
-        if el.type != "keyed_element" or len(el.named_children) < 2:
-            continue
-        key, val = el.named_children[0], el.named_children[-1]
-        value = val.named_children[0] if val.type == "literal_element" and val.named_children else val
-        out.append((text(key), value))
-    return out
-
-
 # --- transports and dialers ---------------------------------------------------------------------------
 
 
@@ -222,7 +209,7 @@ def _dialer_in(ctx: FileContext, node: Node) -> Dialer | None:
 
 def _dialer(ctx: FileContext, lit: Node) -> Dialer:
     dialer = Dialer(location=ctx.loc(lit))
-    for name, value in _keyed(lit):
+    for name, value in keyed_fields(lit):
         if name == "Timeout":
             dialer.timeout = values.go_value(ctx, value, duration=True)
         elif name == "KeepAlive":
@@ -256,7 +243,7 @@ def _transports(
         kind = _qualified(ctx, lit.child_by_field_name("type"))
         if kind == (HTTP, "Transport"):
             transport = _new_transport(ctx, lit)
-            for name, value in _keyed(lit):
+            for name, value in keyed_fields(lit):
                 _set_transport_field(ctx, transport, name, value)
             found.append(transport)
         elif kind == ("net", "Dialer"):
@@ -269,7 +256,7 @@ def _transports(
                 func=func,
                 package=ctx.package.name,
             )
-            for name, value in _keyed(lit):
+            for name, value in keyed_fields(lit):
                 attr = KEEPALIVE_FIELDS.get(name)
                 if attr is not None:
                     setattr(settings, attr, values.go_value(ctx, value, duration=True))
@@ -330,7 +317,7 @@ def _clients(ctx: FileContext, program: GoProgram, transports: list[HttpTranspor
             in_handler=in_handler,
             in_loop=in_loop,
         )
-        for name, value in _keyed(lit):
+        for name, value in keyed_fields(lit):
             if name == "Timeout":
                 client.timeout = values.go_value(ctx, value, duration=True)
             elif name == "Transport":
@@ -363,31 +350,23 @@ def _assignments(
     """``t.IdleConnTimeout = d`` / ``c.Timeout = d`` / ``t2.ReadIdleTimeout = d`` after construction."""
     if not transports and not clients and not pings:
         return
-    for stmt in ctx.caps.get("field_assign", []):
-        left = stmt.child_by_field_name("left")
-        right = stmt.child_by_field_name("right")
-        if left is None or right is None:
+    for stmt, operand, field, value in field_assignments(ctx):
+        if value is None:
             continue
-        rhs = right.named_children
-        for i, lhs in enumerate(left.named_children):
-            if lhs.type != "selector_expression" or i >= len(rhs):
+        for t in transports:
+            if _holds(t.name, operand, ctx, stmt, t.func):
+                _set_transport_field(ctx, t, field, value)
+        for holder, settings in pings:
+            attr = KEEPALIVE_FIELDS.get(field)
+            if attr is not None and _holds(holder, operand, ctx, stmt, settings.func):
+                setattr(settings, attr, values.go_value(ctx, value, duration=True))
+        for c in clients:
+            if not _holds(c.name, operand, ctx, stmt, c.func):
                 continue
-            field = text(lhs.child_by_field_name("field"))
-            operand = text(lhs.child_by_field_name("operand"))
-            for t in transports:
-                if _holds(t.name, operand, ctx, stmt, t.func):
-                    _set_transport_field(ctx, t, field, rhs[i])
-            for holder, settings in pings:
-                attr = KEEPALIVE_FIELDS.get(field)
-                if attr is not None and _holds(holder, operand, ctx, stmt, settings.func):
-                    setattr(settings, attr, values.go_value(ctx, rhs[i], duration=True))
-            for c in clients:
-                if not _holds(c.name, operand, ctx, stmt, c.func):
-                    continue
-                if field == "Timeout":
-                    c.timeout = values.go_value(ctx, rhs[i], duration=True)
-                elif field == "Transport":
-                    c.transport_ref, c.transport = _transport_for(ctx, rhs[i], transports)
+            if field == "Timeout":
+                c.timeout = values.go_value(ctx, value, duration=True)
+            elif field == "Transport":
+                c.transport_ref, c.transport = _transport_for(ctx, value, transports)
 
 
 # --- requests and response bodies ---------------------------------------------------------------------

@@ -7,6 +7,7 @@ constant or a flag declared in another file of the same package.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from tree_sitter import Node, Tree
@@ -172,6 +173,23 @@ class FileContext:
         if binding is not None:
             return binding.node, binding.file, binding.origin
         return None
+
+
+def field_assignments(ctx: FileContext) -> Iterator[tuple[Node, str, str, Node | None]]:
+    """Every ``x.F = v`` of the file (a field written after construction):
+    (statement, operand text ``x``, field ``F``, the value node or None when the sides do not pair)."""
+    for stmt in ctx.caps.get("field_assign", []):
+        left = stmt.child_by_field_name("left")
+        right = stmt.child_by_field_name("right")
+        if left is None or right is None:
+            continue
+        rhs = right.named_children
+        for i, lhs in enumerate(left.named_children):
+            if lhs.type != "selector_expression":
+                continue
+            field = text(lhs.child_by_field_name("field"))
+            operand = text(lhs.child_by_field_name("operand"))
+            yield stmt, operand, field, rhs[i] if i < len(rhs) else None
 
 
 def _param_source(ctx: FileContext, name: str, at: Node) -> tuple[Node, FileContext] | None:

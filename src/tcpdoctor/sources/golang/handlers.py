@@ -17,7 +17,7 @@ from tcpdoctor.evidence.golang import Deadline, GoProgram, GoValue, Handler, IoC
 from tcpdoctor.evidence.golang import handler_key as evidence_handler_key
 from tcpdoctor.sources.golang import reqctx, values
 from tcpdoctor.sources.golang.context import FileContext, FuncSpan
-from tcpdoctor.sources.golang.parse import arguments, call_parts, text
+from tcpdoctor.sources.golang.parse import arguments, call_parts, keyed_fields, text
 
 SQL_METHODS = frozenset(
     {
@@ -245,13 +245,10 @@ def collect(ctx: FileContext, span: FuncSpan, handler: Handler, *, top: bool, de
             typ = lit.child_by_field_name("type")
             if typ is None or text(typ.child_by_field_name("name")) != "Client":
                 continue
-            body = lit.child_by_field_name("body")
-            for el in body.named_children if body is not None else []:
-                if el.type == "keyed_element" and text(el.named_children[0]) == "Timeout":
-                    val = el.named_children[-1]
-                    node = val.named_children[0] if val.named_children else val
+            for name, node in keyed_fields(lit):
+                if name == "Timeout":
                     timeout = values.go_value(ctx, node, duration=True)
-                    handler.deadlines.append(Deadline(timeout, ctx.loc(el), kind="client"))
+                    handler.deadlines.append(Deadline(timeout, ctx.loc(node), kind="client"))
     if depth < FOLLOW_DEPTH:
         _follow(ctx, span, handler, depth)
 

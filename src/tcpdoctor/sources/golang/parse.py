@@ -168,6 +168,19 @@ def call_parts(call: Node) -> tuple[str, str, Node | None]:
     return text(fn), "", None
 
 
+def keyed_fields(lit: Node) -> list[tuple[str, Node]]:
+    """(field name, value node) of a keyed composite literal: ``http.Server{Addr: a, IdleTimeout: d}``."""
+    out: list[tuple[str, Node]] = []
+    body = lit.child_by_field_name("body")
+    for el in body.named_children if body is not None else []:
+        if el.type != "keyed_element" or len(el.named_children) < 2:
+            continue
+        key, val = el.named_children[0], el.named_children[-1]
+        value = val.named_children[0] if val.type == "literal_element" and val.named_children else val
+        out.append((text(key), value))
+    return out
+
+
 def arguments(call: Node) -> list[Node]:
     args = call.child_by_field_name("arguments")
     if args is None:

@@ -20,8 +20,9 @@ from tcpdoctor.evidence.golang import (
     SignalHandling,
 )
 from tcpdoctor.sources.golang import parse, values
-from tcpdoctor.sources.golang.context import FileContext
+from tcpdoctor.sources.golang.context import FileContext, field_assignments
 from tcpdoctor.sources.golang.parse import arguments, call_parts, text
+from tcpdoctor.sources.golang.reqctx import trace_context
 
 HTTP = "net/http"
 SERVER_FIELDS = {
@@ -128,15 +129,8 @@ def find_servers(ctx: FileContext, program: GoProgram) -> list[HttpServer]:
             func=span.top().name if span else f"{ctx.package.name}.init",
             package=ctx.package.name,
         )
-        body = lit.child_by_field_name("body")
-        for el in body.named_children if body is not None else []:
-            if el.type != "keyed_element" or len(el.named_children) < 2:
-                continue
-            key, val = el.named_children[0], el.named_children[-1]
-            value_node = (
-                val.named_children[0] if val.type == "literal_element" and val.named_children else val
-            )
-            _set_field(ctx, server, text(key), value_node)
+        for name, value_node in parse.keyed_fields(lit):
+            _set_field(ctx, server, name, value_node)
         found.append(server)
     for spec in ctx.caps.get("typed_var", []):  # var srv http.Server
         if (
@@ -162,49 +156,29 @@ def apply_assignments(ctx: FileContext, servers: list[HttpServer]) -> None:
     """`srv.IdleTimeout = 2 * time.Minute` after the literal."""
     if not servers:
         return
-    for stmt in ctx.caps.get("field_assign", []):
-        left = stmt.child_by_field_name("left")
-        right = stmt.child_by_field_name("right")
-        if left is None or right is None:
+    for stmt, operand, field, value in field_assignments(ctx):
+        if field not in SERVER_FIELDS and field != "Handler":
             continue
-        rhs = right.named_children
-        for i, lhs in enumerate(left.named_children):
-            if lhs.type != "selector_expression":
-                continue
-            field = text(lhs.child_by_field_name("field"))
-            if field not in SERVER_FIELDS and field != "Handler":
-                continue
-            operand = text(lhs.child_by_field_name("operand"))
-            for server in servers:
-                if _same_holder(server, operand, ctx, stmt):
-                    _set_field(ctx, server, field, rhs[i] if i < len(rhs) else None)
+        for server in servers:
+            if _same_holder(server, operand, ctx, stmt):
+                _set_field(ctx, server, field, value)
 
 
 def _server_for(servers: list[HttpServer], operand: str, ctx: FileContext, at: Node) -> HttpServer | None:
     return next((s for s in servers if _same_holder(s, operand, ctx, at)), None)
 
 
-def _shutdown_timeout(ctx: FileContext, ctx_arg: Node | None, depth: int = 0) -> GoValue:
-    """The deadline of the context given to Shutdown: context.WithTimeout(parent, d) -> d."""
-    if ctx_arg is None or depth > 4:
+def _shutdown_timeout(ctx: FileContext, ctx_arg: Node | None) -> GoValue:
+    """The deadline of the context given to Shutdown: context.WithTimeout(parent, d) -> d, none
+    (unset) for context.Background(), unknown for anything else."""
+    if ctx_arg is None:
         return GoValue.unknown()
-    node = parse.unparen(ctx_arg)
-    if node.type == "identifier":
-        found = ctx.lookup(text(node), node)
-        if found is None or found[0] is None:
-            return GoValue.unknown(text(node), ctx.loc(node))
-        return _shutdown_timeout(found[1], found[0], depth + 1)
-    if node.type == "call_expression":
-        operand, name, _ = call_parts(node)
-        args = arguments(node)
-        if ctx.is_pkg(operand, "context"):
-            if name == "WithTimeout" and len(args) == 2:
-                return values.go_value(ctx, args[1], duration=True)
-            if name in ("Background", "TODO"):
-                return GoValue.unset()
-            if name == "WithCancel" and args:
-                return _shutdown_timeout(ctx, args[0], depth + 1)
-    return GoValue.unknown(text(node), ctx.loc(node))
+    origin, deadline = trace_context(ctx, ctx_arg)
+    if origin == "background":
+        return GoValue.unset()
+    if deadline is not None:
+        return deadline
+    return GoValue.unknown(text(ctx_arg), ctx.loc(ctx_arg))
 
 
 def scan_calls(ctx: FileContext, servers: list[HttpServer], program: GoProgram) -> None:
