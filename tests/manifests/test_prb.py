@@ -163,6 +163,7 @@ def test_prb006_arithmetic_follows_the_limit() -> None:
 def test_prb006_not_with_longer_timeout_or_bigger_limit() -> None:
     assert findings("PRB006", deployment(THROTTLED + "  timeoutSeconds: 3\n")) == []
     assert findings("PRB006", deployment(THROTTLED.replace("250m", '"0.5"'))) == []
+    assert findings("PRB006", deployment(THROTTLED.replace("250m", '"0"'))) == []  # no quota at all
     assert (
         findings(
             "PRB006",

@@ -289,7 +289,8 @@ def _ms(value: float) -> str:
 def probe_timeout_under_cpu_limit(bag: EvidenceBag) -> Iterator[Finding]:
     for w, c, p in probes_of(_manifests(bag)):
         limit = c.cpu_limit_millicores
-        if p.handler not in ("httpGet", "grpc") or limit is None or limit > THROTTLED_CPU_MILLICORES:
+        # a zero limit sets no CFS quota (pkg/kubelet/kuberuntime milliCPUToQuota returns 0 for 0 millicores)
+        if p.handler not in ("httpGet", "grpc") or not limit or limit > THROTTLED_CPU_MILLICORES:
             continue
         if p.timeout_seconds > 1:
             continue
