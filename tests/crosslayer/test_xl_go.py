@@ -671,5 +671,5 @@ def test_xl003_client_timeout_when_the_request_has_no_context(repo) -> None:  # 
     (got,) = run(repo({**files, "main.go": _readyz_calling_deps(build)}), "XL003")
     assert (
         "timeoutSeconds 1" in got.message
-        and "waits up to 5s (deps.Do with client Timeout 5 * time.Second)" in got.message
+        and "waits up to 5s (deps.Do until its client Timeout 5s)" in got.message
     )

@@ -625,3 +625,11 @@ def test_srv005_context_deadline_longer_than_probe_wins_over_none(findings: Run)
 def test_srv005_request_context_without_deadline(findings: Run, ctx: str, why: str) -> None:
     (found,) = findings(http_health(NEW_REQ_CTX % ctx, client_timeout="0"), "SRV005")
     assert "client.Do waits without limit" in found.message and why in found.message
+
+
+def test_srv005_do_on_any_client_name_with_a_built_request(findings: Run) -> None:
+    # `deps.Do(req)`: the receiver's name says nothing, the request built by http.NewRequest does
+    src = http_health(NEW_REQ, client_timeout="0").replace("client", "deps")
+    (found,) = findings(src, "SRV005")
+    assert "deps.Do waits without limit" in found.message
+    assert findings(src.replace("Timeout: 0", "Timeout: 300 * time.Millisecond"), "SRV005") == []

@@ -83,6 +83,8 @@ def classify_io(ctx: FileContext, operand: str, name: str, args: list[Node]) -> 
         return "net"
     if name == "Do" and ("client" in low or "http" in low):
         return "http"
+    if name == "Do" and len(args) == 1 and reqctx.request_of(ctx, args[0]) is not None:
+        return "http"  # deps.Do(req) where req comes from http.NewRequest*: any client's name
     if name in ("Get", "Post", "Head") and "client" in low and args:
         return "http"
     if ("redis" in low or "rdb" in low) and (args or name == "Ping"):
