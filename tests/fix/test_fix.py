@@ -3,9 +3,11 @@ idempotent; atomic; unparseable files untouched; fixed manifests valid for the K
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -326,10 +328,12 @@ def test_cli_diff_then_write_then_nothing(deploy_copy: Path) -> None:
     assert (code, out) == (0, "")
 
 
-def test_cli_diff_applies_with_git_apply(deploy_copy: Path, tmp_path: Path) -> None:
+def test_cli_diff_applies_with_git_apply(
+    deploy_copy: Path, tmp_path: Path, require: Callable[[bool, str], None]
+) -> None:
     git = shutil.which("git")
-    if git is None:
-        pytest.skip("needs git")
+    require(git is not None, "needs git")
+    assert git is not None
     import subprocess
 
     cwd = os.getcwd()
@@ -382,8 +386,12 @@ def _validate(text: str, version: str) -> list[str]:
 
 
 @pytest.mark.parametrize("name", ["livefeed.yaml", "ingest.yaml"])
-def test_fixed_example_validates_against_the_api_schema(name: str) -> None:
-    pytest.importorskip("kubernetes_validate")
+def test_fixed_example_validates_against_the_api_schema(
+    name: str, require: Callable[[bool, str], None]
+) -> None:
+    require(
+        importlib.util.find_spec("kubernetes_validate") is not None, "needs kubernetes-validate (test extra)"
+    )
     text = (EXAMPLE / name).read_text()
     assert _validate(text, "1.30.0") == []
     result = fix_text(text, name)
@@ -391,9 +399,13 @@ def test_fixed_example_validates_against_the_api_schema(name: str) -> None:
     assert _validate(result.fixed, "1.30.0") == []
 
 
-def test_sleep_action_needs_1_30_and_exec_fallback_validates_on_1_28() -> None:
+def test_sleep_action_needs_1_30_and_exec_fallback_validates_on_1_28(
+    require: Callable[[bool, str], None],
+) -> None:
     """The version claim of the PRB015 fix, checked against the API schemas themselves."""
-    pytest.importorskip("kubernetes_validate")
+    require(
+        importlib.util.find_spec("kubernetes_validate") is not None, "needs kubernetes-validate (test extra)"
+    )
     text = (EXAMPLE / "livefeed.yaml").read_text()
     native = fix_text(text, "livefeed.yaml")
     assert any("sleep" in e for e in _validate(native.fixed, "1.28.0"))  # 1.28 has no sleep action

@@ -21,7 +21,8 @@ def test_scenario_diagnosis_matches(name: str, root: None, go: str, tcpdump: str
     assert not verdict.errors, story + "\n" + "\n".join(verdict.errors)
     assert not verdict.missing, f"missing {sorted(verdict.missing)} (found {sorted(verdict.found)})\n{story}"
     assert not verdict.too_severe, f"unexpected findings {verdict.too_severe}\n{story}"
-    assert not [n for n in netns.leftovers("tdlab-") if name in n]
+    assert verdict.namespaces, "the scenario built no hosts"
+    assert not set(verdict.namespaces) & set(netns.leftovers("tdlab-")), "namespaces left behind"
 
 
 def test_every_scenario_expects_something() -> None:

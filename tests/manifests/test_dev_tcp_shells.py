@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -31,18 +31,18 @@ def _probe(shell: str, port: int) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_dev_tcp_fails_when_sh_is_dash(listening_port: int) -> None:
+def test_dev_tcp_fails_when_sh_is_dash(listening_port: int, require: Callable[[bool, str], None]) -> None:
     dash = shutil.which("dash")
-    if dash is None:
-        pytest.skip("dash is not installed")
+    require(dash is not None, "dash is not installed")
+    assert dash is not None
     result = _probe(dash, listening_port)
     assert result.returncode != 0
     assert "/dev/tcp" in result.stderr  # dash tries to create a file there
 
 
-def test_dev_tcp_works_when_sh_is_bash(listening_port: int) -> None:
+def test_dev_tcp_works_when_sh_is_bash(listening_port: int, require: Callable[[bool, str], None]) -> None:
     bash = shutil.which("bash")
-    if bash is None:
-        pytest.skip("bash is not installed")
+    require(bash is not None, "bash is not installed")
+    assert bash is not None
     result = _probe(bash, listening_port)
     assert result.returncode == 0, result.stderr

@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tcpdoctor.evidence.node import Address, NodeSnapshot, Route
 from tcpdoctor.model import Finding
 from tcpdoctor.rules.crosslayer_node import cluster_cidr_overlaps_node
@@ -127,10 +125,6 @@ def test_given_cidr_and_no_duplicate_of_krn007(tmp_path: Path) -> None:
 
 
 def test_scan_with_node_snapshot(tmp_path: Path) -> None:
-    from tcpdoctor.commands import scan
-
-    if "node_snapshot" not in scan.scan.__code__.co_varnames:
-        pytest.skip("tcpdoctor scan has no --node-snapshot option yet")
     (tmp_path / "apiserver.yaml").write_text(APISERVER.format(service="10.96.0.0/12"))
     snap_path = tmp_path / "node.json"
     snapfile.write(node_with(("br9", "10.96.5.1", 24)), snap_path)

@@ -6,6 +6,7 @@ import shutil
 import ssl
 import struct
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -84,9 +85,8 @@ def test_session_sniffs_protocols() -> None:
 
 
 @pytest.fixture(scope="module")
-def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command to make a test certificate")
+def cert(tmp_path_factory: pytest.TempPathFactory, require: Callable[[bool, str], None]) -> tuple[Path, Path]:
+    require(shutil.which("openssl") is not None, "needs the openssl command to make a test certificate")
     d = tmp_path_factory.mktemp("tls")
     key, crt = d / "k.pem", d / "c.pem"
     subprocess.run(

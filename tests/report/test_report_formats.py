@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -308,10 +309,12 @@ def test_html_renders_every_finding_escaped(report: Report) -> None:
         assert rule_id in body
 
 
-def test_html_renders_in_a_real_browser(report: Report, tmp_path: Path) -> None:
+def test_html_renders_in_a_real_browser(
+    report: Report, tmp_path: Path, require: Callable[[bool, str], None]
+) -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        pytest.skip("needs chromium (apt-get install chromium)")
+    require(browser is not None, "needs chromium (apt-get install chromium)")
+    assert browser is not None
     page = tmp_path / "report.html"
     write_report(report, "html", page)
     proc = subprocess.run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -64,11 +65,10 @@ def test_missing_tracefs_names_the_mount_command(tmp_path: Path, monkeypatch: py
 
 
 @pytest.fixture(scope="module")
-def kernel_formats() -> KernelFormats:
+def kernel_formats(require: Callable[[bool, str], None]) -> KernelFormats:
     import os
 
-    if os.geteuid() != 0:
-        pytest.skip("reading tracefs needs root")
+    require(os.geteuid() == 0, "reading tracefs needs root")
     if not Path("/sys/kernel/tracing/events").is_dir():
         subprocess.run(["mount", "-t", "tracefs", "tracefs", "/sys/kernel/tracing"], check=False)
     return KernelFormats()
