@@ -17,22 +17,6 @@ from typing import Any, Union
 
 SNAPSHOT_SCHEMA = "tcpdoctor/node-snapshot/v1"
 
-# include/net/tcp_states.h
-TCP_STATES = {
-    1: "ESTABLISHED",
-    2: "SYN_SENT",
-    3: "SYN_RECV",
-    4: "FIN_WAIT1",
-    5: "FIN_WAIT2",
-    6: "TIME_WAIT",
-    7: "CLOSE",
-    8: "CLOSE_WAIT",
-    9: "LAST_ACK",
-    10: "LISTEN",
-    11: "CLOSING",
-    12: "NEW_SYN_RECV",
-}
-
 
 @dataclass
 class Listener:

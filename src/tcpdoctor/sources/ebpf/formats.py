@@ -13,27 +13,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tcpdoctor.evidence.tcp_states import TCP_STATES
 from tcpdoctor.model import InputError
 
 TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 MOUNT_HINT = "mount -t tracefs tracefs /sys/kernel/tracing"
-
-# include/net/tcp_states.h: part of the kernel ABI (ss and /proc/net/tcp print these numbers);
-# the format files name them symbolically (TCP_ESTABLISHED), so their values cannot be read there.
-TCP_STATES: dict[int, str] = {
-    1: "ESTABLISHED",
-    2: "SYN_SENT",
-    3: "SYN_RECV",
-    4: "FIN_WAIT1",
-    5: "FIN_WAIT2",
-    6: "TIME_WAIT",
-    7: "CLOSE",
-    8: "CLOSE_WAIT",
-    9: "LAST_ACK",
-    10: "LISTEN",
-    11: "CLOSING",
-    12: "NEW_SYN_RECV",
-}
 
 
 def state_name(number: int) -> str:

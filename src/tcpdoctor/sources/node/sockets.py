@@ -22,7 +22,8 @@ import struct
 import time
 from pathlib import Path
 
-from tcpdoctor.evidence.node import TCP_STATES, Listener, PeerCount, SocketCensus
+from tcpdoctor.evidence.node import Listener, PeerCount, SocketCensus
+from tcpdoctor.evidence.tcp_states import TCP_STATES
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
