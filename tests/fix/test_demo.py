@@ -47,7 +47,11 @@ def test_demo_json_report_has_several_rule_families() -> None:
     (threshold,) = [f for f in doc["findings"] if f["rule"] == "PRB007"]
     patch = threshold["fix"]["patch"]
     assert patch.startswith("--- a/") and "\n-            failureThreshold: 1\n" in patch
-    assert "\n+            failureThreshold: 3\n" in patch
+    # 6 x 5 s: twice readiness's 3 x 5 s window, so liveness is neither identical (PRB003) nor as quick (PRB004)
+    assert "\n+            failureThreshold: 6\n" in patch
+    # the grace period is sized from the Go server's Shutdown timeout (main.go: 30 s) when Go was read
+    (grace,) = [f for f in doc["findings"] if f["rule"] == "XL004"]
+    assert "+      terminationGracePeriodSeconds: 35\n" in grace["fix"]["patch"]
 
 
 def test_demo_text_is_plain_and_exit_code_follows_fail_on() -> None:

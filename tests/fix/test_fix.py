@@ -19,7 +19,7 @@ from tcpdoctor.fix.yamldoc import split_documents
 from tcpdoctor.policy import Policy
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "livefeed" / "deploy"
-FIXED_RULES = {"PRB005", "PRB007", "PRB009", "PRB010", "PRB011", "PRB015", "PRB016"}
+FIXED_RULES = {"PRB004", "PRB005", "PRB007", "PRB009", "PRB010", "PRB011", "PRB015", "PRB016"}
 
 
 def deployment(container: str, *, pod: str = "", meta: str = "", service: bool = True) -> str:
@@ -81,7 +81,10 @@ def test_a_healthy_manifest_is_left_alone() -> None:
 def test_prb007_liveness_failure_threshold() -> None:
     text = deployment(HEALTHY.replace("failureThreshold: 6", "failureThreshold: 1"))
     result = fixed(text, "PRB007")
-    assert "failureThreshold: 3" in result.fixed and remaining(result.fixed, "PRB007") == []
+    # readiness gives up after the default 3 x 10 s: liveness waits twice that, not the bare default 3
+    # (which would make the two probes' thresholds identical, PRB003, and liveness as quick, PRB004)
+    assert "failureThreshold: 6" in result.fixed and remaining(result.fixed, "PRB007") == []
+    assert remaining(result.fixed, "PRB003") == remaining(result.fixed, "PRB004") == []
     assert (
         fixed(deployment(HEALTHY.replace("failureThreshold: 6", "failureThreshold: 2")), "PRB007").applied
         == []
@@ -212,11 +215,15 @@ def test_fixes_follow_each_other_until_nothing_is_left() -> None:
 
 
 def test_suppressed_and_deselected_findings_are_not_fixed() -> None:
+    # failureThreshold 1 behind a Service is PRB007 and PRB004 (1 x 10 s <= readiness's 3 x 10 s)
     body = HEALTHY.replace("failureThreshold: 6", "failureThreshold: 1")
-    ignored = deployment(body, meta='annotations:\n  tcpdoctor.io/ignore: "PRB007"')
+    ignored = deployment(body, meta='annotations:\n  tcpdoctor.io/ignore: "PRB007,PRB004"')
     assert fixed(ignored).fixed == ignored
-    result = fix_text(deployment(body), "deploy/api.yaml", Policy(ignore=["PRB007"]))
+    result = fix_text(deployment(body), "deploy/api.yaml", Policy(ignore=["PRB007", "PRB004"]))
     assert result.applied == []
+    # with PRB007 alone ignored, PRB004 still raises the threshold (and says so)
+    only = fix_text(deployment(body), "deploy/api.yaml", Policy(ignore=["PRB007"]))
+    assert [a.rule for a in only.applied] == ["PRB004"] and "failureThreshold: 6" in only.fixed
 
 
 # --- layout -------------------------------------------------------------------------------------------
@@ -247,7 +254,7 @@ def test_example_fixes_keep_comments_quotes_and_other_documents() -> None:
 def test_example_ingest_all_fixes_and_idempotence() -> None:
     text = (EXAMPLE / "ingest.yaml").read_text()
     result = fix_text(text, "ingest.yaml")
-    assert {a.rule for a in result.applied} == {"PRB005", "PRB009", "PRB010", "PRB011", "PRB015"}
+    assert {a.rule for a in result.applied} == {"PRB004", "PRB005", "PRB009", "PRB010", "PRB011", "PRB015"}
     assert fix_text(result.fixed, "ingest.yaml").fixed == result.fixed
     _, left = findings_for(result.fixed, "ingest.yaml", Policy(select=sorted(FIXED_RULES)))
     assert left == []
@@ -288,7 +295,7 @@ def test_kind_list_items_are_fixed() -> None:
     text = "apiVersion: v1\nkind: List\nitems:\n" + items
     result = fixed(text, "PRB007")
     assert [a.rule for a in result.applied] == ["PRB007"]
-    assert "failureThreshold: 3" in result.fixed
+    assert "failureThreshold: 6" in result.fixed
 
 
 # --- the command -----------------------------------------------------------------------------------------
@@ -434,7 +441,7 @@ def test_crlf_line_ends_are_kept() -> None:
     text = deployment(HEALTHY.replace("failureThreshold: 6", "failureThreshold: 1")).replace("\n", "\r\n")
     result = fixed(text, "PRB007")
     assert [a.rule for a in result.applied] == ["PRB007"]
-    assert result.fixed == text.replace("failureThreshold: 1", "failureThreshold: 3")
+    assert result.fixed == text.replace("failureThreshold: 1", "failureThreshold: 6")
 
 
 def test_a_comment_above_the_next_item_stays_above_it() -> None:

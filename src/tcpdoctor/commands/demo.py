@@ -31,7 +31,7 @@ from tcpdoctor.commands.common import (
     finish,
 )
 from tcpdoctor.config import CONFIG_NAME, Config, load_config
-from tcpdoctor.fix import attach_patches
+from tcpdoctor.fix import FixContext, attach_patches
 from tcpdoctor.model import InputError
 from tcpdoctor.report import Report
 from tcpdoctor.rules.registry import run_rules
@@ -118,7 +118,10 @@ def demo(
     report = Report(
         command="demo",
         inputs=ctx.inputs,
-        findings=attach_patches(list(run_rules(ctx.bag, policy.enabled_rules()))),
+        findings=attach_patches(
+            list(run_rules(ctx.bag, policy.enabled_rules())),
+            FixContext(go=ctx.bag.maybe("go"), config=ctx.config),  # grace sized from the Go drain (XL004)
+        ),
         preamble=_intro(root, sorted(ctx.bag.kinds)),
         notes=[
             *ctx.notes,

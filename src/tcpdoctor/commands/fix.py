@@ -12,17 +12,22 @@ import typer
 from rich.console import Console
 
 from tcpdoctor.commands.common import IgnoreOpt, SelectOpt
-from tcpdoctor.config import config_for
+from tcpdoctor.config import Config, config_for
+from tcpdoctor.evidence.golang import GoProgram
 from tcpdoctor.fix import FIXERS, FileFix, FixContext, fix_file, write
 from tcpdoctor.model import InputError
 from tcpdoctor.policy import Policy, parse_ids
-from tcpdoctor.sources.files import walk
+from tcpdoctor.sources.files import FileSet, walk
 
 HELP = f"""Fix what can be fixed mechanically in Kubernetes manifests.
 
 Runs the probe and lifecycle rules on each YAML file under PATH and, for the findings that have a mechanical fix ({", ".join(sorted(FIXERS))}), prints a unified diff (paths relative to the working directory, a/ and b/ prefixes: `git apply` takes it). What each fix does is listed on stderr. With --write the files are changed in place: comments, key order, quoting, indentation and the file's other documents are kept, and each file is replaced atomically (its mode kept).
 
 A preStop delay (PRB015) is written as the native `lifecycle.preStop.sleep` action, which needs Kubernetes 1.30 or later (beta and on by default in 1.30, GA in 1.34; 1.29 only with the PodLifecycleSleepAction feature gate). Give --kubernetes-version 1.29 or older to get an exec `sleep` instead (the image then needs a sleep binary).
+
+When PATH also holds the service's Go source (.go files, read as `tcpdoctor scan` reads them), the grace period is sized from the Go server's drain: preStop sleep + Server.Shutdown's context timeout + 5 s (XL004), and the fix says which line the timeout comes from. Without Go source it covers the preStop sleep plus the drain stated in `tcpdoctor.io/drain-seconds` (or a typical 10 s) + 5 s.
+
+A fix never brings up a finding the file did not have: the fixed text is scanned again with every rule and a fix that would (say, make liveness identical to readiness: PRB003) is left out, with the reason on stderr. What each fix changes, and what fix never touches: docs/fix.md.
 
 Suppressions apply: a `tcpdoctor.io/ignore` annotation, .tcpdoctor.toml, --select and --ignore decide which findings are fixed. JSON manifests are reported, not rewritten.
 
@@ -68,6 +73,20 @@ def _progress(total: int) -> Iterator[Callable[[], None]]:
         yield lambda: bar.advance(task)
 
 
+def go_evidence(paths: list[Path], files: FileSet, config: Config) -> tuple[GoProgram | None, list[str]]:
+    """The Go source under PATH, read by `tcpdoctor scan`'s own collectors (manifests are fixed per file)."""
+    if not files.go:
+        return None, []
+    from tcpdoctor.commands import scan
+
+    ctx = scan.ScanContext(paths=paths, files=FileSet(go=files.go), config=config)
+    ctx.options.update(node_snapshot=None, service_cidr=None, pcap=None)
+    for collect in scan.COLLECTORS:
+        collect(ctx)
+    program: GoProgram | None = ctx.bag.maybe("go")
+    return program, ctx.notes
+
+
 def fix_command(
     paths: Annotated[list[Path], typer.Argument(help="Manifest files or directories (walked recursively).")],
     write_files: Annotated[
@@ -83,10 +102,15 @@ def fix_command(
         Path | None, typer.Option("--config", help="A .tcpdoctor.toml (default: found upward from PATH).")
     ] = None,
 ) -> None:
-    ctx = FixContext(kubernetes_version=_version(kubernetes_version))
-    policy = Policy(select=parse_ids(select), ignore=parse_ids(ignore), config=config_for(paths, config))
-    files = walk(paths).manifests
+    cfg = config_for(paths, config)
+    policy = Policy(select=parse_ids(select), ignore=parse_ids(ignore), config=cfg)
+    found = walk(paths)
+    files = found.manifests
     err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+    program, notes = go_evidence(paths, found, cfg)
+    for note in notes:
+        err.print(f"note: {note}", markup=False)
+    ctx = FixContext(kubernetes_version=_version(kubernetes_version), go=program, config=cfg)
     results: list[FileFix] = []
     with _progress(len(files)) as advance:
         for path in files:
@@ -97,7 +121,11 @@ def fix_command(
             err.print(f"tcpdoctor: {result.error}; left untouched", markup=False)
         elif result.note:
             err.print(f"note: {result.note}", markup=False)
-        elif result.changed:
+        for skipped in result.skipped:
+            err.print(f"{result.path}: {skipped}", markup=False)
+        if result.error or result.note:
+            continue
+        if result.changed:
             if write_files:
                 write(result)
             else:

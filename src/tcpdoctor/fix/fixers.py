@@ -17,9 +17,12 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from tcpdoctor.config import Config
+from tcpdoctor.evidence.golang import GoProgram
 from tcpdoctor.evidence.manifests import PROBE_DEFAULTS, Container, Probe
 from tcpdoctor.fix.locate import PROBE_KEYS, Target, find_container, find_object, pod_spec
 from tcpdoctor.model import Finding
+from tcpdoctor.rules import _matching as matching
 from tcpdoctor.rules import _probe_facts as facts
 
 # PRB015: how long the preStop hook keeps the server serving while the endpoint removal spreads
@@ -33,9 +36,12 @@ SLEEP_ACTION_VERSION = (1, 30)
 
 @dataclass
 class FixContext:
-    """What a fixer may read besides its finding: the cluster version the fix must be valid for."""
+    """What a fixer may read besides its finding: the cluster version the fix must be valid for, and
+    the Go source scanned with the manifests (``tcpdoctor scan``'s Go collector) when there is any."""
 
     kubernetes_version: tuple[int, int] = SLEEP_ACTION_VERSION
+    go: GoProgram | None = None
+    config: Config | None = None  # its [[match]] table joins containers to Go servers
 
 
 @dataclass
@@ -135,8 +141,19 @@ def replace_key(mapping: MutableMapping[str, Any], old: str, new: str, value: An
     holder, slot_key = _deepest_last(mapping, old)
     entry = holder.ca.items.get(slot_key)
     slot = _post_comment_slot(holder)
-    token = entry[slot] if entry and len(entry) > slot else None
+    token: Any = entry[slot] if entry and len(entry) > slot else None
     inner = _comment_lines(mapping[old], exclude=token)
+    text = getattr(token, "value", None)
+    if isinstance(text, str) and text.startswith("#"):
+        # the end-of-line comment of the removed value's last line described it: it goes above the new key
+        # too (left at its old column it would trail the new value's line); the comment lines after stay
+        inline, _, rest = text.partition("\n")
+        inner.append(inline[1:].strip())
+        if rest.strip():
+            token = copy.copy(token)
+            token.value = "\n" + rest
+        else:
+            token = None
     del mapping[old]
     mapping.insert(position, new, value)
     if token is not None:
@@ -305,14 +322,72 @@ def add_startup_probe(finding: Finding, target: Target, edit: Edit, ctx: FixCont
     )
 
 
-@fixer("PRB007")
-def liveness_threshold(finding: Finding, target: Target, edit: Edit, ctx: FixContext) -> str | None:
-    probe = target.container.probe("liveness") if target.container else None
-    node = probe_node(edit, probe)
-    if node is None:
+# PRB004's advice: liveness gives up only after twice the time readiness takes to pull the pod out of
+# rotation, so a struggling pod has as long again, without traffic, to recover before it is restarted
+LIVENESS_OVER_READINESS = 2
+
+
+def liveness_threshold(live: Probe, ready: Probe | None, at_least: int) -> int:
+    """The smallest liveness failureThreshold >= ``at_least`` whose window is at least twice readiness's.
+
+    Strictly longer than readiness's window (PRB004), hence never the same thresholds as readiness
+    (PRB003) either.
+    """
+    if ready is None or ready.handler == "none":
+        return at_least
+    needed = math.ceil(LIVENESS_OVER_READINESS * facts.failure_window(ready) / live.period_seconds)
+    return max(at_least, needed, facts.failure_window(ready) // live.period_seconds + 1)
+
+
+def _set_liveness_threshold(
+    target: Target, edit: Edit, at_least: int
+) -> tuple[Probe, Probe | None, int] | None:
+    live = target.container.probe("liveness") if target.container else None
+    node = probe_node(edit, live)
+    if live is None or node is None or target.container is None:
         return None
-    node["failureThreshold"] = PROBE_DEFAULTS["failureThreshold"]
-    return "set livenessProbe failureThreshold to 3"
+    ready = target.container.probe("readiness")
+    value = liveness_threshold(live, ready, at_least)
+    if value == live.failure_threshold:
+        return None
+    set_value(node, "failureThreshold", value, after=TIMING_KEYS)
+    return live, ready, value
+
+
+def _window_text(live: Probe, ready: Probe | None, value: int) -> str:
+    text = f"{value} x {live.period_seconds} s = {value * live.period_seconds} s"
+    if ready is not None and ready.handler != "none":
+        text += f", over readiness's {ready.failure_threshold} x {ready.period_seconds} s"
+    return text
+
+
+@fixer("PRB007")
+def liveness_threshold_one(finding: Finding, target: Target, edit: Edit, ctx: FixContext) -> str | None:
+    done = _set_liveness_threshold(target, edit, PROBE_DEFAULTS["failureThreshold"])
+    if done is None:
+        return None
+    live, ready, value = done
+    return f"set livenessProbe failureThreshold to {value} ({_window_text(live, ready, value)})"
+
+
+@fixer("PRB004")
+def liveness_slower_than_readiness(
+    finding: Finding, target: Target, edit: Edit, ctx: FixContext
+) -> str | None:
+    live = target.container.probe("liveness") if target.container else None
+    if live is None:
+        return None
+    done = _set_liveness_threshold(target, edit, live.failure_threshold + 1)
+    if done is None:
+        return None
+    live, ready, value = done
+    text = f"raise livenessProbe failureThreshold to {value} ({_window_text(live, ready, value)})"
+    if ready is not None and live.same_check(ready):
+        text += (
+            f"; liveness still runs readiness's check ({live.describe()}): an outage longer than "
+            f"{value * live.period_seconds} s still restarts every replica, point liveness at a process-only endpoint"
+        )
+    return text
 
 
 DEV_TCP = re.compile(r"/dev/tcp/([^/\s]+)/(\d+)")
@@ -392,6 +467,7 @@ def pre_stop_sleep(ctx: FixContext) -> CommentedMap:
 
 
 @fixer("PRB015")
+@fixer("XL005")  # XL005 supersedes PRB015 when the Go server is known: the same fix
 def add_pre_stop(finding: Finding, target: Target, edit: Edit, ctx: FixContext) -> str | None:
     if edit.container is None:
         return None
@@ -414,21 +490,72 @@ def add_pre_stop(finding: Finding, target: Target, edit: Edit, ctx: FixContext) 
 GRACE_MARGIN_SECONDS = 5  # PRB016's advice: sleep + drain + 5 s
 
 
-def required_grace_seconds(target: Target) -> int:
-    """What PRB016 asks for: the longest preStop sleep of the pod plus its drain (stated, or typical)."""
+def _pre_stop_seconds(container: Container) -> float | None:
+    """The container's preStop delay: 0 without a hook, None when its duration is unknown."""
+    if container.pre_stop is None:
+        return 0.0
+    return container.pre_stop.sleep_seconds
+
+
+def manifest_drain(target: Target) -> tuple[float, str]:
+    """What PRB016 asks the grace period to cover: the longest preStop sleep of the pod plus its drain."""
     sleeps = [c.pre_stop.sleep_seconds or 0 for c in target.workload.containers if c.pre_stop is not None]
-    drain = facts.seconds_annotation(target.workload, facts.DRAIN_ANNOTATION)
-    base = max(sleeps, default=0) + (drain if drain is not None else facts.TYPICAL_DRAIN_SECONDS)
-    return math.ceil(base) + GRACE_MARGIN_SECONDS
+    stated = facts.seconds_annotation(target.workload, facts.DRAIN_ANNOTATION)
+    sleep = max(sleeps, default=0)
+    drain = stated if stated is not None else facts.TYPICAL_DRAIN_SECONDS
+    drain_text = (
+        f"{facts.DRAIN_ANNOTATION} {drain:g} s" if stated is not None else f"a typical drain of {drain:g} s"
+    )
+    return sleep + drain, (f"preStop sleep {sleep:g} s + " if sleep else "") + drain_text
+
+
+def go_drain(target: Target, ctx: FixContext) -> tuple[float, str] | None:
+    """What XL004 asks for, from the Go source: preStop sleep + a sleep before Shutdown + Shutdown's
+    context timeout, for the Go server each container runs (the longest); None without Go evidence."""
+    if ctx.go is None or target.manifests is None:
+        return None
+    joined = matching.match_workloads(target.manifests, ctx.go, ctx.config)
+    best: tuple[float, str] | None = None
+    for container in target.workload.containers:
+        sleep = _pre_stop_seconds(container)
+        if sleep is None:
+            continue
+        for match in joined.of(target.workload, container):
+            for shutdown in match.server.shutdowns(ctx.go):
+                timeout = shutdown.timeout.seconds if shutdown.timeout.is_set else None
+                if timeout is None:
+                    continue  # no deadline, or one the source does not tell: nothing to size from
+                go_sleep = (shutdown.sleep_before.seconds or 0.0) if shutdown.sleep_before else 0.0
+                where = shutdown.timeout.location or shutdown.location
+                text = (
+                    (f"preStop sleep {sleep:g} s + " if sleep else "")
+                    + (f"a {go_sleep:g} s sleep before Shutdown + " if go_sleep else "")
+                    + f"Shutdown timeout {timeout:g} s at {where.path}:{where.line}"
+                )
+                need = sleep + go_sleep + timeout
+                if best is None or need > best[0]:
+                    best = (need, text)
+    return best
+
+
+def required_grace_seconds(target: Target, ctx: FixContext | None = None) -> tuple[int, str]:
+    """The grace period the pod needs and why: the longer of the manifest's drain (PRB016) and the Go
+    server's (XL004, when the Go source was scanned), plus a margin."""
+    need, why = manifest_drain(target)
+    from_go = go_drain(target, ctx) if ctx is not None else None
+    if from_go is not None and from_go[0] >= need:
+        need, why = from_go
+    return math.ceil(need) + GRACE_MARGIN_SECONDS, f"{why} + {GRACE_MARGIN_SECONDS} s margin"
 
 
 @fixer("PRB016")
+@fixer("XL004")
 def grace_period(finding: Finding, target: Target, edit: Edit, ctx: FixContext) -> str | None:
-    seconds = required_grace_seconds(target)
+    seconds, why = required_grace_seconds(target, ctx)
     if seconds <= target.workload.termination_grace_period_seconds:
         return None
     if "terminationGracePeriodSeconds" in edit.pod_spec:
         edit.pod_spec["terminationGracePeriodSeconds"] = seconds
     else:
         insert_before(edit.pod_spec, "containers", "terminationGracePeriodSeconds", seconds)
-    return f"set terminationGracePeriodSeconds to {seconds}"
+    return f"set terminationGracePeriodSeconds to {seconds} ({why})"

@@ -26,6 +26,7 @@ class Target:
     container: Container | None = None
     probe: Probe | None = None
     field: str | None = None  # the probe field the finding points at (PRB010's successThreshold, ...)
+    manifests: ManifestSet | None = None  # all it was found in (to join the Go servers: XL004)
 
 
 def _same_line(a: Location | None, b: Location | None) -> bool:
@@ -52,7 +53,7 @@ def resolve(finding: Finding, manifests: ManifestSet) -> Target | None:
     workload = _find_workload(finding, manifests)
     if workload is None:
         return None
-    target = Target(workload)
+    target = Target(workload, manifests=manifests)
     if finding.subject.container is None:
         return target
     containers = [*workload.containers, *workload.init_containers]
