@@ -124,9 +124,16 @@ def idle_reset_matches_timeout(bag: EvidenceBag) -> Iterator[Finding]:
             for t in timeouts
             if t.location is not None and t.setting.startswith("client") and t.seconds > timeout.seconds
         ]
+        # A Go Transport drops a pooled connection as soon as the FIN arrives: a reuse only fails
+        # when the FIN was still in flight (race) or never reached the client (lost on the path)
+        fate = (
+            "the FIN reached the client before the request, so this client did not watch its idle pool"
+            if found.server_fin is not None and found.fin_idle is not None
+            else "no FIN reached the client: it was lost on the path or the state was dropped silently"
+        )
         cause = (
-            f"; clients that keep connections idle longer ({', '.join(t.describe() for t in others[:2])}) "
-            "re-use connections already closed"
+            f"; clients keep connections idle longer ({', '.join(t.describe() for t in others[:2])}), so "
+            f"they reuse connections the server already closed ({fate}); Go replays only idempotent requests"
             if others
             else ""
         )
