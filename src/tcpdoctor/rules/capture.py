@@ -203,6 +203,14 @@ def reset_after_idle(bag: EvidenceBag) -> Iterator[Finding]:
             else:
                 message += " without a FIN (server state lost or expired by a middlebox)"
             severity = Severity.ERROR
+        elif c.reset_by == "client":
+            # the client aborting its own idle pooled connection loses no request: note it only
+            message = (
+                f"{c.name}: the client closed its idle keep-alive connection with a bare RST (frame "
+                f"{c.reset_frame}) after {cap.secs(found.gap)} idle, its own pool's idle limit: an abortive "
+                "close, no request was lost"
+            )
+            severity = Severity.INFO
         else:
             message = (
                 f"{c.name}: the {c.reset_by} reset the keep-alive connection with a bare RST (frame "
@@ -417,6 +425,9 @@ def mtu_black_hole(bag: EvidenceBag) -> Iterator[Finding]:
 # --- PCP008: zero window -----------------------------------------------------------------------------
 
 
+MIN_STALL_SECONDS = 0.2  # a zero window shorter than this, then reopened, is flow control working
+
+
 @rule(
     "PCP008",
     name="zero-window-stall",
@@ -461,10 +472,14 @@ def zero_window_stall(bag: EvidenceBag) -> Iterator[Finding]:
                 if windowed
                 else ""
             )
+            # a window closed for a few milliseconds and reopened is flow control doing its job
+            brief = not dead and last - start < MIN_STALL_SECONDS
             yield zero_window_stall.finding(
                 f"{c.name}: the {side.label} advertised a zero receive window {count} time"
                 f"{'s' if count != 1 else ''} ({cap.frames(e.frame for e in zw)}){span}{probed}{resent}, "
-                f"{ending}: the {side.label} application reads slower than data arrives",
+                f"{ending}: the {side.label} application reads slower than data arrives"
+                + (" (briefly: below 200 ms, not a stall)" if brief else ""),
+                severity=Severity.INFO if brief else None,
                 location=cap.location(pcap),
                 subject=c.subject(),
                 evidence=[
@@ -511,9 +526,11 @@ def heavy_retransmission(bag: EvidenceBag) -> Iterator[Finding]:
             heavy = (len(retx) >= 3 and ratio >= cap.RETRANSMISSION_RATIO) or len(worst) >= 2
             if heavy:
                 gaps = cap.intervals(worst)
+                kind = cap.backoff_kind(gaps)
                 backoff = (
-                    f"; segment seq {worst_seq} sent again {len(worst)} times at intervals "
-                    f"{cap.intervals_text(worst)} ({cap.backoff_kind(gaps)}: RTO back-off)"
+                    f"; segment seq {worst_seq} was retransmitted {len(worst)} times, the retransmissions "
+                    f"{cap.intervals_text(worst)} apart"
+                    + (f" ({kind}: RTO back-off)" if kind == "doubling" else f" ({kind})")
                     if len(worst) >= 2
                     else ""
                 )
