@@ -470,3 +470,17 @@ def test_comments_after_a_replaced_exec_probe_are_kept() -> None:
     text = deployment(HEALTHY.replace("livenessProbe:\n  httpGet: {path: /healthz, port: http}\n", probe))
     result = fixed(text, "PRB009")
     assert "port: http\n            # checks the port only\n            periodSeconds: 10\n" in result.fixed
+
+
+def test_comments_inside_a_replaced_exec_go_above_the_new_key() -> None:
+    """Whole-line comments inside `exec:` and the end-of-line comment of its command, in their order."""
+    probe = (
+        "livenessProbe:\n  exec:\n    # the port only\n"
+        "    command: [sh, -c, 'echo > /dev/tcp/127.0.0.1/8080']  # sh is dash here\n  periodSeconds: 10\n"
+    )
+    text = deployment(HEALTHY.replace("livenessProbe:\n  httpGet: {path: /healthz, port: http}\n", probe))
+    result = fixed(text, "PRB009")
+    assert (
+        "livenessProbe:\n            # the port only\n            # sh is dash here\n"
+        "            tcpSocket:\n              port: http\n            periodSeconds: 10\n"
+    ) in result.fixed

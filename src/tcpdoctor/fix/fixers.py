@@ -154,6 +154,7 @@ def replace_key(mapping: MutableMapping[str, Any], old: str, new: str, value: An
             token.value = "\n" + rest
         else:
             token = None
+    _without_comments(mapping[old])  # an alias of the same node (YAML anchor) must not repeat them
     del mapping[old]
     mapping.insert(position, new, value)
     if token is not None:
