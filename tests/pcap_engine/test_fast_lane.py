@@ -9,6 +9,7 @@ import pytest
 
 from tcpdoctor.evidence.pcap import Connection
 from tcpdoctor.sources.pcap import tracker
+from tcpdoctor.sources.pcap.app import AppAnalyzerFactory, app_result, probe_ledger
 from tcpdoctor.sources.pcap.tracker import CaptureAnalysis, ConnectionLine
 
 from . import writer as w
@@ -51,3 +52,46 @@ def test_lines_equal_the_records_json_and_totals_stay_exact(
     ev = fast.evidence
     assert ev.states == {"SF": 300, "REJ": 1} and ev.stats.connections == 301
     assert ev.clean_dropped == 295 and len(ev.connections) == 6  # 5 clean kept + the REJ
+
+
+def test_quiet_http_connections_take_the_lane_probes_and_unanswered_ones_do_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the app layer on, a clean exchange the app layer keeps nothing from becomes a line;
+    a kubelet probe (counted in the ledger) and an unanswered request stay full records."""
+    monkeypatch.setattr(tracker, "BUILD_CHUNK", 16)
+    recs: list[w.Record] = []
+    for i in range(120):
+        probe = i % 10 == 0
+        conv = w.http_conversation(
+            cport=20000 + i,
+            start=1_700_000_000.0 + i * 0.0137,
+            isn_c=i * 7919,
+            user_agent=b"kube-probe/1.30" if probe else b"Go-http-client/1.1",
+        )
+        recs += [w.Record(ts, w.ether(ip)) for ts, ip in conv]
+    # an SF connection whose request got no response: noteworthy for the app layer
+    unanswered = w.http_conversation(cport=30000, start=1_700_000_003.0, user_agent=b"curl/8")
+    del unanswered[4]  # the response segment
+    recs += [w.Record(ts, w.ether(ip)) for ts, ip in unanswered]
+    f = tmp_path / "http.pcap"
+    w.write_pcap(str(f), sorted(recs, key=lambda r: r.ts), 1)
+
+    full = {c.id: c for c in CaptureAnalysis(str(f), [AppAnalyzerFactory()]).connections()}
+    fast = CaptureAnalysis(str(f), [AppAnalyzerFactory()], keep_clean=5, lite=True)
+    items = list(fast.stream())
+    lines = [c for c in items if isinstance(c, ConnectionLine)]
+    records = {c.id: c for c in items if isinstance(c, Connection)}
+    assert len(items) == len(full) == 121
+    for line in lines:
+        assert json.loads(line.json) == full[line.id].to_dict()
+        assert app_result(full[line.id]) is None  # nothing was dropped from the rules' view
+    probe_ids = {c.id for c in full.values() if c.client.port % 10 == 0 and c.client.port < 30000}
+    unanswered_id = next(c.id for c in full.values() if c.client.port == 30000)
+    assert probe_ids and probe_ids <= set(records) and unanswered_id in records
+    # the lane opens after the first chunk of 16 records: every quiet connection after it is a line
+    assert {c.id for c in lines} == {i for i in full if i > 16} - probe_ids - {unanswered_id}
+    result = app_result(records[unanswered_id])
+    assert result is not None and result.exchanges[0].response is None
+    ledger = probe_ledger(fast.evidence)
+    assert ledger is not None and len(ledger.records) == len(probe_ids) == 12

@@ -173,10 +173,11 @@ def http_conversation(
     isn_s: int = 5000,
     v6: bool = False,
     ext: bool = False,
+    user_agent: bytes = b"kube-probe/1.30",
 ) -> list[tuple[float, bytes]]:
     """A complete HTTP/1.1 exchange: handshake, GET, 200 with body, FIN both ways. (ts, IP packet)."""
     ip = (lambda s, d, seg: ipv6(s, d, seg, ext=ext)) if v6 else ipv4
-    req = b"GET /healthz HTTP/1.1\r\nHost: x\r\nUser-Agent: kube-probe/1.30\r\n\r\n"
+    req = b"GET /healthz HTTP/1.1\r\nHost: x\r\nUser-Agent: " + user_agent + b"\r\n\r\n"
     resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
     c, s = isn_c, isn_s
     pk = [

@@ -317,6 +317,13 @@ class AppAnalyzer:
         if result.noteworthy or conn.state not in CLEAN_STATES or conn.reset_by is not None:
             conn.app["app"] = result
 
+    def quiet(self) -> bool:
+        """True when :meth:`finish` on a clean connection (SF/S1, no RST) would attach and aggregate
+        nothing: the tracker may then skip finish() and the connection's record (its fast lane).
+        Keep in step with :meth:`finish` (and the ledger) when they learn to keep more."""
+        result = result_of(self.session, self.gap_error)
+        return not result.noteworthy and not result.probe_exchanges
+
 
 class AppAnalyzerFactory:
     """Offers :class:`AppAnalyzer` to every connection whose client speaks first."""

@@ -60,6 +60,7 @@ from tcpdoctor.sources.pcap.fastpath import (
     H_IPLEN,
     H_MSS,
     H_OK,
+    H_PCAP,
     H_POFF,
     H_SA_HI,
     H_SA_LO,
@@ -846,35 +847,41 @@ class Engine:
 
     # -- app layer -----------------------------------------------------------------------------
     def _deliver(self, batch: Batch, H: Any, P: Any) -> None:
+        """Hand the flagged packets' payload, FIN and RST to the app layer, in capture order.
+
+        One ``tolist`` of the needed columns per batch; packets of connections the app layer
+        declined (or whose streams are done) cost a dict lookup; payload goes out as slices of
+        the batch buffer (one copy, of the bytes not skipped).
+        """
         idx = np.flatnonzero(P[:, P_DELIVER])
         if not len(idx):
             return
-        buf = batch.buf
-        rows = P[idx].tolist()
-        hrows = H[idx][:, [H_FLAGS, H_SEGLEN, H_POFF, 14]].tolist()  # 14 = H_PCAP
+        buf = batch.buf.data  # a memoryview: cheaper to slice than the array
+        cols = np.empty((len(idx), 9), np.int64)
+        cols[:, 0] = idx
+        cols[:, 1:5] = P[idx, :P_DELIVER]  # conn id + 1, slot, direction, relative seq
+        cols[:, 5:9] = H[idx][:, [H_FLAGS, H_SEGLEN, H_POFF, H_PCAP]]
         tss = batch.ts[idx].tolist()
         first = batch.first_frame
-        for i, (cid1, slot, d, rel, _), (flags, seglen, poff, pcap), ts in zip(
-            idx.tolist(), rows, hrows, tss, strict=True
-        ):
+        app = self.app
+        closing = FIN | RST
+        for (i, cid1, slot, d, rel, flags, seglen, poff, pcap), ts in zip(cols.tolist(), tss, strict=True):
             cid = cid1 - 1
-            frame = first + i
-            ac = self.app.get(cid, False)
+            ac = app.get(cid, False)
             if ac is None:
                 continue
             if ac is False:
                 if seglen == 0:
                     continue
-                ac = self._open_app(cid, slot, d, bytes(buf[poff : poff + pcap]))
+                ac = self._open_app(cid, slot, d, buf[poff : poff + pcap].tobytes())
                 if ac is None:
                     continue
             assert isinstance(ac, _AppConn)
             stream = ac.streams[d]
-            direction = _DIRS[d]
             if seglen > 0 and not stream.done:
-                self._data(ac, stream, direction, slot, cid, buf, rel, seglen, poff, pcap, frame, ts)
-            if flags & (FIN | RST):
-                ac.analyzer.closed(direction, frame, ts, bool(flags & RST))
+                self._data(ac, stream, _DIRS[d], slot, cid, buf, rel, seglen, poff, pcap, first + i, ts)
+            if flags & closing:
+                ac.analyzer.closed(_DIRS[d], first + i, ts, bool(flags & RST))
 
     def _open_app(self, cid: int, slot: int, d: int, first: bytes) -> _AppConn | None:
         conn = self._partial(slot)
@@ -904,26 +911,32 @@ class Engine:
         ts: float,
     ) -> None:
         an = ac.analyzer
-        if stream.next is None:
-            stream.next = rel
-        cursor = max(stream.next, stream.skip_until)
+        nxt = stream.next
+        if nxt is None:
+            nxt = rel
+        cursor = nxt if nxt >= stream.skip_until else stream.skip_until
         end = rel + seglen
         if end <= cursor:
             return  # retransmitted or skipped bytes
-        result = CONTINUE
-        if rel > cursor:
-            result = an.gap(direction, rel - cursor, frame, ts)
-            cursor = rel
-        if result == CONTINUE:
-            lo = cursor - rel
-            if lo < pcap:
-                chunk = bytes(buf[poff + lo : poff + pcap])
-                stream.delivered += len(chunk)
-                result = an.data(direction, chunk, frame, ts)
-            if result == CONTINUE and rel + pcap < end:
-                result = an.gap(direction, end - max(rel + pcap, cursor), frame, ts)
         stream.next = end
-        if result == CONTINUE and stream.delivered > self.max_app_bytes:
+        if rel == cursor and pcap == seglen:  # the usual case: the whole segment is new and captured
+            stream.delivered += pcap
+            result = an.data(direction, buf[poff : poff + pcap].tobytes(), frame, ts)
+        else:
+            result = CONTINUE
+            if rel > cursor:
+                result = an.gap(direction, rel - cursor, frame, ts)
+                cursor = rel
+            if result == CONTINUE:
+                lo = cursor - rel
+                if lo < pcap:
+                    stream.delivered += pcap - lo
+                    result = an.data(direction, buf[poff + lo : poff + pcap].tobytes(), frame, ts)
+                if result == CONTINUE and rel + pcap < end:
+                    result = an.gap(direction, end - max(rel + pcap, cursor), frame, ts)
+        if result == CONTINUE:
+            if stream.delivered <= self.max_app_bytes:
+                return
             result = STOP
         live = self.S[slot, C_ID] == cid
         base = D0 + int(direction) * ND
@@ -969,20 +982,20 @@ class Engine:
 
     def _partial(self, slot: int) -> Connection:
         """The connection so far (endpoints, handshake), for AnalyzerFactory.open."""
-        s = self.S[slot].tolist()
-        t = self.T[slot].tolist()
+        s = self.S[slot].item  # a few scalar reads: cheaper than converting the whole row
+        t = self.T[slot].item
         return Connection(
-            id=s[C_ID] + 1,
-            client=Endpoint(self._ip(s[C_CA_HI], s[C_CA_LO]), s[C_CPORT]),
-            server=Endpoint(self._ip(s[C_SA_HI], s[C_SA_LO]), s[C_SPORT]),
-            start=t[T_START],
-            end=t[T_END],
-            first_frame=s[C_FIRST_FRAME],
-            last_frame=s[C_LAST_FRAME],
-            syn_frame=s[C_SYN_FRAME] or None,
-            syn_ts=_num(t[T_SYN_TS]),
-            synack_frame=s[C_SYNACK_FRAME] or None,
-            synack_ts=_num(t[T_SYNACK_TS]),
+            id=s(C_ID) + 1,
+            client=Endpoint(self._ip(s(C_CA_HI), s(C_CA_LO)), s(C_CPORT)),
+            server=Endpoint(self._ip(s(C_SA_HI), s(C_SA_LO)), s(C_SPORT)),
+            start=t(T_START),
+            end=t(T_END),
+            first_frame=s(C_FIRST_FRAME),
+            last_frame=s(C_LAST_FRAME),
+            syn_frame=s(C_SYN_FRAME) or None,
+            syn_ts=_num(t(T_SYN_TS)),
+            synack_frame=s(C_SYNACK_FRAME) or None,
+            synack_ts=_num(t(T_SYNACK_TS)),
         )
 
     def _build_many(self, slots: Any) -> list[Connection | ConnectionLine]:
@@ -1045,7 +1058,12 @@ class Engine:
             hist_of.append(hist)
             state_of.append(state)
             cid = s[i_id]
-            if not (lite and state in _CLEAN_STATES and cid not in events and app.get(cid) is None):
+            if not (
+                lite
+                and state in _CLEAN_STATES
+                and cid not in events
+                and (app.get(cid) is None or (s[i_rb] < 0 and _quiet(app[cid])))
+            ):
                 full.append(k)
         dirs: list[list[list[Any]]] = []
         if full:
@@ -1193,6 +1211,15 @@ def _direction_rows(S: Any, T: Any, d: int) -> list[list[Any]]:
     f[raw[:, 1] == 0, 2] = None
     rows: list[list[Any]] = np.concatenate([m, f], axis=1).tolist()
     return rows
+
+
+def _quiet(ac: _AppConn | None) -> bool:
+    """The app layer keeps nothing from this clean connection: an analyzer may say so with an
+    optional ``quiet()`` (then its finish() is not called and the fast lane may take the record)."""
+    if ac is None:
+        return True
+    quiet = getattr(ac.analyzer, "quiet", None)
+    return callable(quiet) and bool(quiet())
 
 
 def _num(x: float) -> float | None:
