@@ -167,3 +167,15 @@ def test_cli_fix_then_scan_of_the_example_has_no_new_finding(tmp_path: Path) -> 
     gone = {r for r, _ in before - after}
     assert {"PRB004", "PRB007", "XL004", "XL005"} <= gone
     assert (copy / "deploy" / "livefeed.yaml").read_text().count("terminationGracePeriodSeconds: 40\n") == 1
+
+
+def test_cli_says_which_fix_it_left_out_and_why(tmp_path: Path) -> None:
+    manifest = tmp_path / "api.yaml"
+    manifest.write_text(deployment(SHORT_PERIOD, SAME_AT_FIVE, service=False))
+    before = manifest.read_bytes()
+    result = CliRunner().invoke(app, ["fix", "--write", str(manifest)])
+    assert result.exit_code == 0 and result.stdout == ""
+    assert manifest.read_bytes() == before
+    line = next(ln for ln in result.stderr.splitlines() if "not fixed" in ln)
+    assert line.startswith(f"{manifest}: PRB011 not fixed (shop/Deployment/api container app)")
+    assert "PRB003" in line

@@ -104,7 +104,7 @@ def demo(
 
     livefeed is a small SSE price feed with the mistakes real teams make: readiness and liveness probes on the never-ending /events stream, liveness failureThreshold 1, no preStop delay, a grace period shorter than the server's drain, a WriteTimeout that cuts every stream.
 
-    Then try `tcpdoctor fix` on a copy of its deploy/ folder, and `tcpdoctor scan` on your own service. Exit status 0 unless --fail-on is given.
+    Then try `tcpdoctor fix` on a copy of it (manifests and Go source: the grace period is sized from the server's Shutdown timeout), and `tcpdoctor scan` on your own service. Exit status 0 unless --fail-on is given.
     """
     opts = ReportOptions(format, output, select, ignore, fail_on)
     opts.validate()
@@ -125,7 +125,8 @@ def demo(
         preamble=_intro(root, sorted(ctx.bag.kinds)),
         notes=[
             *ctx.notes,
-            f"the mechanical fixes as a diff: tcpdoctor fix {root / 'deploy'}; a rule's page: tcpdoctor rule PRB012",
+            f"the mechanical fixes as a diff (the grace period sized from the Go source beside the manifests): "
+            f"tcpdoctor fix {root}; a rule's page: tcpdoctor rule PRB012",
         ],
     )
     finish(report, opts, policy)
