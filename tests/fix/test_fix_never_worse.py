@@ -25,13 +25,13 @@ def keys(text: str, path: str = "deploy/api.yaml", ctx: FixContext | None = None
     return {(f.rule, str(f.subject)) for f in all_findings(text, path, Policy(), ctx)}
 
 
-def deployment(live: str, ready: str, *, service: bool) -> str:
+def deployment(live: str, ready: str, *, service: bool, pre_stop: bool = True) -> str:
     probes = textwrap.indent(
         "livenessProbe:\n"
         + textwrap.indent(live.strip("\n"), "  ")
         + "\nreadinessProbe:\n"
         + textwrap.indent(ready.strip("\n"), "  ")
-        + "\nlifecycle:\n  preStop:\n    sleep: {seconds: 5}\n",
+        + ("\nlifecycle:\n  preStop:\n    sleep: {seconds: 5}\n" if pre_stop else "\n"),
         " " * 10,
     )
     text = (
@@ -179,3 +179,69 @@ def test_cli_says_which_fix_it_left_out_and_why(tmp_path: Path) -> None:
     line = next(ln for ln in result.stderr.splitlines() if "not fixed" in ln)
     assert line.startswith(f"{manifest}: PRB011 not fixed (shop/Deployment/api container app)")
     assert "PRB003" in line
+
+
+GO_SERVER = """\
+package main
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	srv := &http.Server{Addr: ":8080", ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
+	go srv.ListenAndServe()
+	<-ctx.Done()
+	SHUTDOWN
+	os.Exit(0)
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("shutdown", "grace"),
+    [
+        # 5 s preStop sleep (added by the PRB015/XL005 fix) + 45 s Shutdown timeout + 5 s margin
+        (
+            "sctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)\n\tdefer cancel()\n\t"
+            "srv.Shutdown(sctx)",
+            55,
+        ),
+        # no deadline on Shutdown's context: nothing to size from, the manifest's own sizing stays
+        ("srv.Shutdown(context.Background())", 20),
+    ],
+)
+def test_go_shutdown_timeout_sizes_the_grace_period_only_when_known(
+    tmp_path: Path, shutdown: str, grace: int
+) -> None:
+    (tmp_path / "main.go").write_text(GO_SERVER.replace("SHUTDOWN", shutdown))
+    (tmp_path / "go.mod").write_text("module example.com/api\n\ngo 1.22\n")
+    text = deployment(
+        "httpGet: {path: /livez, port: http}\nfailureThreshold: 6\n",
+        "httpGet: {path: /readyz, port: http}\n",
+        service=True,
+        pre_stop=False,
+    )
+    text = text.replace(
+        "    spec:\n      containers:",
+        "    spec:\n      terminationGracePeriodSeconds: 10\n      containers:",
+    )
+    program, _ = go_evidence([tmp_path], walk([tmp_path]), Config())
+    assert program is not None and program.shutdowns
+    result = fix_text(text, str(tmp_path / "api.yaml"), ctx=FixContext(go=program))
+    assert f"terminationGracePeriodSeconds: {grace}\n" in result.fixed, result.applied
+    (sized,) = [a for a in result.applied if a.rule in ("PRB016", "XL004")]
+    assert ("Shutdown timeout 45 s at " in sized.description) == (grace == 55)
+    # a grace period that already covers the drain is left alone
+    covered = text.replace(
+        "terminationGracePeriodSeconds: 10", f"terminationGracePeriodSeconds: {grace + 10}"
+    )
+    again = fix_text(covered, str(tmp_path / "api.yaml"), ctx=FixContext(go=program))
+    assert not [a for a in again.applied if a.rule in ("PRB016", "XL004")]
