@@ -39,6 +39,8 @@ Examples:
 
   tcpdoctor fix deploy/ | git apply               (apply it through git)
 
+  tcpdoctor fix .                                 (manifests and the Go service beside them: XL004)
+
   tcpdoctor fix --write --select PRB007,PRB015 deploy/api.yaml
 """
 
@@ -88,7 +90,12 @@ def go_evidence(paths: list[Path], files: FileSet, config: Config) -> tuple[GoPr
 
 
 def fix_command(
-    paths: Annotated[list[Path], typer.Argument(help="Manifest files or directories (walked recursively).")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Manifest files or directories (walked recursively); Go source found there sizes the grace period."
+        ),
+    ],
     write_files: Annotated[
         bool, typer.Option("--write", "-w", help="Apply the fixes in place instead of printing the diff.")
     ] = False,
