@@ -26,7 +26,9 @@ RULE_ID = re.compile(r"^(TDR|PRB|SRV|CLI|SSE|KRN|PCP|TRC|XL|PRO)\d{3}$")
 Check = Callable[["EvidenceBag"], Iterable[Finding]]
 
 # the catalog's order (RULES.md): manifests, Go, node, capture, trace, cross-layer, then ours
-FAMILY_ORDER = {f: i for i, f in enumerate(("PRB", "SRV", "CLI", "SSE", "KRN", "PCP", "TRC", "XL", "PRO", "TDR"))}
+FAMILY_ORDER = {
+    f: i for i, f in enumerate(("PRB", "SRV", "CLI", "SSE", "KRN", "PCP", "TRC", "XL", "PRO", "TDR"))
+}
 
 
 class EvidenceBag:
