@@ -27,7 +27,7 @@ CLEAN_STATES = frozenset({"SF", "S1"})
 SKIP_AT_LEAST = 4096
 
 
-@dataclass
+@dataclass(slots=True)  # one per live connection
 class AppSession:
     protocol: Protocol = "unknown"
     http1: Http1Parser | None = None
@@ -275,6 +275,8 @@ LEDGER_KEY = "probes"
 class AppAnalyzer:
     """A :class:`tcpdoctor.evidence.pcap.StreamAnalyzer` around an :class:`AppSession`."""
 
+    __slots__ = ("gap_error", "ledger", "session")  # one per live connection
+
     def __init__(self, session: AppSession | None = None, ledger: ProbeLedger | None = None) -> None:
         self.session = session or AppSession()
         self.gap_error: str | None = None
@@ -282,13 +284,20 @@ class AppAnalyzer:
 
     def data(self, direction: Direction, data: bytes, frame: int, ts: float) -> int:
         client = direction is Direction.CLIENT
-        if client:
-            self.session.client_data(data, frame, ts)
+        session = self.session
+        h1 = session.http1
+        if h1 is not None and h1.upgraded is None and data:
+            # the common case, straight to the HTTP/1.1 parser (what client_data/server_data/_route do)
+            session._bytes[direction.label] += len(data)
+            rest = h1.client_data(data, frame, ts) if client else h1.server_data(data, frame, ts)
+            if h1.upgraded == "h2c" and rest:
+                session._route(direction.label, rest, frame, ts)
+        elif client:
+            session.client_data(data, frame, ts)
         else:
-            self.session.server_data(data, frame, ts)
-        if not self.session.wants_more:
+            session.server_data(data, frame, ts)
+        if not session.wants_more:
             return STOP
-        h1 = self.session.http1
         if h1 is not None and h1.upgraded is None:
             skip = h1.skip_hint(client=client)
             if skip >= SKIP_AT_LEAST:

@@ -20,7 +20,6 @@ that completes the response (``total``).
 from __future__ import annotations
 
 import re
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -155,6 +154,8 @@ class Exchange:
 class _Body:
     """Skips a message body by its framing, counting bytes; keeps at most one short line (chunk sizes)."""
 
+    __slots__ = ("broken", "count", "done", "framing", "line", "remaining", "state")  # one per live message
+
     def __init__(self, framing: Framing, length: int = 0) -> None:
         self.framing: Framing = framing
         self.remaining = length
@@ -223,6 +224,8 @@ class _Body:
 class _Direction:
     """One direction's message parser: head bytes buffered (bounded), body skipped."""
 
+    __slots__ = ("body", "broken", "buf", "first_frame", "first_ts", "head")  # two per live connection
+
     def __init__(self) -> None:
         self.buf = bytearray()
         self.head: Head | None = None  # the message whose body is being read
@@ -242,7 +245,9 @@ class Http1Parser:
     def __init__(self) -> None:
         self.exchanges: list[Exchange] = []
         self.dropped_exchanges = 0
-        self._pending: deque[Exchange] = deque()  # requests sent, response not complete
+        # requests sent, response not complete: a list (56 bytes) rather than a deque (760 bytes per live
+        # connection); pop(0) moves at most the pipelined requests (bounded by the bytes delivered)
+        self._pending: list[Exchange] = []
         self._count = 0
         self._client = _Direction()
         self._server = _Direction()
@@ -437,7 +442,7 @@ class Http1Parser:
         self._server.reset_message()
         if not self._pending:
             return
-        exchange = self._pending.popleft()
+        exchange = self._pending.pop(0)
         if len(self.exchanges) < MAX_EXCHANGES:
             self.exchanges.append(exchange)
         else:
