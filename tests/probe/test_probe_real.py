@@ -121,6 +121,8 @@ def test_redirects_same_host_followed_other_host_warning(servers: Servers) -> No
     other = http_attempt(servers.url("/other-host-redirect"), [], 1.0, UA)
     assert other.outcome == "warning" and other.status == 302
     assert other.redirect_to is not None and other.redirect_to.startswith("http://localhost:")
+    # DoHTTPProbe reads the body of the 3xx it stops at into its warning
+    assert other.detail.startswith("Probe terminated redirects, Response body: <a href=")
 
 
 def test_error_status_fails_with_kubelet_message(servers: Servers) -> None:
@@ -277,3 +279,40 @@ def test_cli_spec_without_probe_is_exit_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["probe", "--spec", f"{manifest}:c:liveness"])
     assert isinstance(result.exception, InputError)
     assert "no livenessProbe" in str(result.exception)
+
+
+def test_probe_closes_with_fin_not_rst(servers: Servers, tcpdump: str, root: None, tmp_path: Path) -> None:
+    """SO_LINGER {on, 1 s} is a normal close: the kubelet's probe connections end with FIN."""
+    import time
+
+    capture = tmp_path / "probe.pcap"
+    dump = subprocess.Popen(
+        [
+            tcpdump,
+            "-i",
+            "lo",
+            "--immediate-mode",
+            "-U",
+            "-n",
+            "-w",
+            str(capture),
+            f"tcp port {servers.http_port}",
+        ],
+        stderr=subprocess.PIPE,
+    )
+    assert dump.stderr is not None
+    dump.stderr.readline()  # "listening on lo ..."
+    assert http_attempt(servers.url("/livez"), [], 1.0, UA).outcome == "success"
+    assert tcp_attempt("127.0.0.1", servers.http_port, 1.0).outcome == "success"
+    time.sleep(0.3)
+    dump.terminate()
+    dump.wait(timeout=10)
+    flags = subprocess.run([tcpdump, "-r", str(capture), "-n"], capture_output=True, text=True).stdout
+    assert flags.count("Flags [F") >= 2 and "Flags [R" not in flags, flags
+
+
+def test_empty_user_agent_header_is_left_out() -> None:
+    from tcpdoctor.sources.probe.http_probe import request_bytes
+
+    head = request_bytes("http://10.0.0.1:8080/healthz", [("User-Agent", "")], UA).decode()
+    assert "User-Agent" not in head and head.startswith("GET /healthz HTTP/1.1\r\nHost: 10.0.0.1:8080\r\n")

@@ -10,7 +10,12 @@ from tcpdoctor.model import Evidence, Finding, Fix, Severity, Subject
 from tcpdoctor.rules.registry import EvidenceBag, rule
 from tcpdoctor.sources.probe.kubelet import percentile
 
-MARGIN_WARNING = 0.5  # a p99 above half the timeout leaves no room for a GC pause or CPU throttling
+MARGIN_WARNING = 0.5
+FIXES = {
+    "httpGet": "make the endpoint answer 200-399 within timeoutSeconds, or point the probe at one that does",
+    "tcpSocket": "make the container listen on the probe's port (and accept promptly), or fix the probe's port",
+    "grpc": "serve grpc.health.v1.Health on the probe's port and answer SERVING within timeoutSeconds",
+}  # a p99 above half the timeout leaves no room for a GC pause or CPU throttling
 
 
 def _subject(run: ProbeRun) -> Subject:
@@ -68,9 +73,7 @@ def probe_fails_as_kubelet(bag: EvidenceBag) -> Iterator[Finding]:
         subject=_subject(run),
         severity=severity,
         evidence=_attempt_evidence(failed),
-        fix=Fix(
-            "make the endpoint answer 200-399 within timeoutSeconds, or point the probe at one that does"
-        ),
+        fix=Fix(FIXES.get(run.spec.handler, FIXES["httpGet"])),
     )
 
 

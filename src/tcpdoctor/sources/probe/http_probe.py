@@ -7,7 +7,9 @@ What the kubelet does, and what this module copies:
 - One fresh connection per attempt: the transport has DisableKeepAlives, so Go adds
   `Connection: close`; no proxy (Proxy: http.ProxyURL(nil)); DisableCompression, so no
   `Accept-Encoding`; TLS without certificate verification (InsecureSkipVerify).
-- The dialer sets SO_LINGER {on, 1 s} so probe sockets do not pile up in TIME_WAIT.
+- The dialer sets SO_LINGER {on, 1 s} (kubernetes#115143, meant against TIME_WAIT build-up).
+  On Linux this is not an abortive close: close() still sends FIN (waiting up to 1 s for
+  unsent data) and the socket still spends 60 s in TIME_WAIT; only {on, 0} would reset.
 - http.Client{Timeout: timeoutSeconds}: one deadline for the whole attempt, dial to body.
 - Redirects are followed only to the same host name (RedirectChecker with
   followNonLocalRedirects=false), at most 10; a redirect to another host ends with that
@@ -82,7 +84,7 @@ def request_bytes(url: str, headers: list[tuple[str, str]], user_agent: str) -> 
     names = {k.lower() for k, _ in user}
     if "host" in names:
         host = next(v for k, v in user if k.lower() == "host")
-    ua = next((v for k, v in user if k.lower() == "user-agent"), user_agent)
+    ua = next((v for k, v in user if k.lower() == "user-agent"), user_agent)  # "" : Go omits the header
     rest = [(k, v) for k, v in user if k.lower() not in ("host", "user-agent")]
     if "accept" not in names:
         rest.append(("Accept", "*/*"))
@@ -90,7 +92,7 @@ def request_bytes(url: str, headers: list[tuple[str, str]], user_agent: str) -> 
     rest = [(k, v) for k, v in rest if not (k.lower() == "accept" and v == "")]
     # Go writes the header map sorted by canonical key; Connection: close comes from the transport
     rest.sort(key=lambda kv: "-".join(p.capitalize() for p in kv[0].split("-")))
-    lines = [f"GET {target} HTTP/1.1", f"Host: {host}", f"User-Agent: {ua}"]
+    lines = [f"GET {target} HTTP/1.1", f"Host: {host}"] + ([f"User-Agent: {ua}"] if ua else [])
     lines += [f"{'-'.join(p.capitalize() for p in k.split('-'))}: {v}" for k, v in rest]
     lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -110,7 +112,7 @@ def _connect(host: str, port: int, deadline: _Deadline, phases: Phases, t0: floa
     last: OSError | None = None
     for family, kind, proto, _, addr in infos:
         sock = socket.socket(family, kind, proto)
-        # the kubelet's ProbeDialer: SO_LINGER on with 1 s, to keep probes out of TIME_WAIT
+        # the kubelet's ProbeDialer: SO_LINGER on with 1 s (a FIN close, as the kubelet's)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 1))
         try:
             sock.settimeout(deadline.remaining())
@@ -254,10 +256,11 @@ def _exchange(
         head, rest = _read_head(sock, deadline, phases, t0)
         status, reason, resp_headers = _parse_head(head)
         resp = _Response(status, reason, resp_headers, phases=phases)
-        if not (status in REDIRECT_CODES and resp.header("Location")):
-            _read_body(resp, _BodyReader(sock, rest, deadline))
-            if resp.body_error is None:
-                phases.body_end = time.monotonic() - t0
+        # the body of a redirect is read too: DoHTTPProbe reads the 3xx it stops at (another
+        # host), and Go's client drains the one it follows
+        _read_body(resp, _BodyReader(sock, rest, deadline))
+        if resp.body_error is None:
+            phases.body_end = time.monotonic() - t0
         return resp
     finally:
         with contextlib.suppress(OSError):
