@@ -106,3 +106,43 @@ def test_a_declined_connection_gets_no_more_calls(tmp_path: Path) -> None:
     ev = CaptureAnalysis(str(f), engine=Engine([Declines()])).run()
     assert Declines.calls == 1
     assert ev.connections[0].app == {}
+
+
+def _http_analyzer(response: bytes) -> Any:
+    from tcpdoctor.sources.pcap.app import AppAnalyzer
+
+    a = AppAnalyzer()
+    a.data(Direction.CLIENT, b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n", 4, 1.0)
+    if response:
+        a.data(Direction.SERVER, response, 6, 1.1)
+    a.closed(Direction.CLIENT, 8, 1.2, False)
+    a.closed(Direction.SERVER, 9, 1.3, False)
+    return a
+
+
+def test_a_settled_http1_connection_lets_its_parser_go_at_the_second_fin() -> None:
+    """Both FINs with no message in flight: the result is final, later bytes are refused."""
+    from tcpdoctor.evidence.pcap import STOP
+    from tcpdoctor.sources.pcap.app import AppAnalyzer, result_of
+
+    done = _http_analyzer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert done.result is not None and done.session.http1 is None
+    (ex,) = done.result.exchanges
+    assert ex.response is not None and ex.response.end_frame == 6
+    assert done.result.fins == {"client": (8, 1.2), "server": (9, 1.3)}
+    assert done.data(Direction.CLIENT, b"GET /late HTTP/1.1\r\n\r\n", 10, 1.4) == STOP
+    assert done.quiet() and len(done.result.exchanges) == 1
+    done.gap(Direction.SERVER, 5, 11, 1.5)  # a gap still marks the result, as at finish
+    assert done.result.error is not None and "5 bytes" in done.result.error
+    # the close case: a response still waiting at the FINs keeps its parser (and is noteworthy)
+    waiting = _http_analyzer(b"")
+    assert waiting.result is None and waiting.session.http1 is not None
+    assert not waiting.quiet()
+    # the same exchange without the compaction gives the same result
+    plain = AppAnalyzer()
+    plain.data(Direction.CLIENT, b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n", 4, 1.0)
+    plain.data(Direction.SERVER, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 6, 1.1)
+    plain.session.fins.update({"client": (8, 1.2), "server": (9, 1.3)})
+    same = result_of(plain.session)
+    again = _http_analyzer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").result
+    assert same == again

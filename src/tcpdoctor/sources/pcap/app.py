@@ -275,14 +275,19 @@ LEDGER_KEY = "probes"
 class AppAnalyzer:
     """A :class:`tcpdoctor.evidence.pcap.StreamAnalyzer` around an :class:`AppSession`."""
 
-    __slots__ = ("gap_error", "ledger", "session")  # one per live connection
+    __slots__ = ("gap_error", "ledger", "result", "session")  # one per live connection
 
     def __init__(self, session: AppSession | None = None, ledger: ProbeLedger | None = None) -> None:
         self.session = session or AppSession()
         self.gap_error: str | None = None
         self.ledger = ledger
+        # set when both sides closed an HTTP/1.1 connection with nothing in flight: the result is
+        # final and the parser is let go (the tracker keeps a closed connection ~5 s of capture time)
+        self.result: AppResult | None = None
 
     def data(self, direction: Direction, data: bytes, frame: int, ts: float) -> int:
+        if self.result is not None:
+            return STOP
         client = direction is Direction.CLIENT
         session = self.session
         h1 = session.http1
@@ -310,17 +315,24 @@ class AppAnalyzer:
         self.gap_error = (
             f"{length} bytes from the {direction.label} missing from the capture before frame {frame}"
         )
+        if self.result is not None:
+            self.result.error = self.gap_error  # as result_of would have it at finish
         return STOP
 
     def closed(self, direction: Direction, frame: int, ts: float, reset: bool) -> None:
-        if reset:
+        if reset or self.result is not None:
             return  # a RST cuts a close-delimited body: it does not end it
-        self.session.fins.setdefault(direction.label, (frame, ts))
+        session = self.session
+        session.fins.setdefault(direction.label, (frame, ts))
         if direction is Direction.SERVER:
-            self.session.server_closed(frame, ts)
+            session.server_closed(frame, ts)
+        h1 = session.http1
+        if len(session.fins) == 2 and h1 is not None and h1.upgraded is None and h1.idle:
+            self.result = result_of(session, self.gap_error)
+            self.session = _SPENT
 
     def finish(self, conn: Connection) -> None:
-        result = result_of(self.session, self.gap_error)
+        result = self.result or result_of(self.session, self.gap_error)
         if self.ledger is not None and result.exchanges:
             self.ledger.add(conn, result)
         if result.noteworthy or conn.state not in CLEAN_STATES or conn.reset_by is not None:
@@ -330,8 +342,12 @@ class AppAnalyzer:
         """True when :meth:`finish` on a clean connection (SF/S1, no RST) would attach and aggregate
         nothing: the tracker may then skip finish() and the connection's record (its fast lane).
         Keep in step with :meth:`finish` (and the ledger) when they learn to keep more."""
-        result = result_of(self.session, self.gap_error)
+        result = self.result or result_of(self.session, self.gap_error)
         return not result.noteworthy and not result.probe_exchanges
+
+
+# the session of every analyzer whose result is final (never fed again: AppAnalyzer checks .result first)
+_SPENT = AppSession(protocol="other")
 
 
 class AppAnalyzerFactory:

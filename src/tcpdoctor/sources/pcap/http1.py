@@ -278,6 +278,12 @@ class Http1Parser:
             head.body_bytes = body.count
             self._finish_response()
 
+    @property
+    def idle(self) -> bool:
+        """No message in progress either way and no request waiting for (the end of) its response."""
+        c, s = self._client, self._server
+        return not self._pending and c.body is None and s.body is None and not c.buf and not s.buf
+
     def skip_hint(self, *, client: bool) -> int:
         """Body bytes of a Content-Length body that may be skipped unseen: all but the last one,
         so that the segment completing the body is still delivered (its frame ends the message)."""
