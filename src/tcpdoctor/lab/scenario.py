@@ -134,6 +134,20 @@ class LabContext:
             raise RuntimeError("the delay line did not start")
         return client, server
 
+    def start_service(self, ns: Netns, scenario: Scenario, port: int = 8080) -> subprocess.Popen[bytes]:
+        """Run the scenario's own Go service (the code `tcpdoctor scan` reads), once it listens."""
+        binary = gobuild.build(scenario.data, f"tdlab-{scenario.name}")
+        proc = ns.popen([str(binary)])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            listening = ns.run(["ss", "-Hltn", f"sport = :{port}"], check=False).stdout.strip()
+            if listening:
+                return proc
+            if proc.poll() is not None:
+                raise RuntimeError(f"{scenario.name}'s service exited with {proc.returncode}")
+            time.sleep(0.05)
+        raise RuntimeError(f"{scenario.name}'s service did not listen on :{port}")
+
     def start_server(self, ns: Netns, *flags: str) -> subprocess.Popen[bytes]:
         proc = ns.popen([str(self.binary("server")), *flags], stdout=subprocess.PIPE)
         assert proc.stdout is not None

@@ -46,9 +46,25 @@ def play(ctx: LabContext) -> None:
         trace.wait()
 
 
+def names_the_listener(ctx: LabContext) -> list[str]:
+    """TRC003 (it samples the queues during the burst) must name this server's :8080, not another
+    namespace's listener; the node audit's second sample comes after the burst has drained."""
+    problems = []
+    for rule_id in ("TRC003",):
+        if rule_id in ctx.unavailable:
+            continue
+        hits = [f for f in ctx.findings() if f["rule"] == rule_id]
+        if hits and not any(":8080" in f["message"] for f in hits):
+            problems.append(
+                f"{rule_id} does not name the server's listener :8080: {hits[0]['message'][:160]}"
+            )
+    return problems
+
+
 SCENARIO = Scenario(
     name="accept-overflow",
     summary="somaxconn 8 and a slow accept loop under a burst of 200 connects: the accept queue overflows",
     play=play,
     expect=("KRN001", "TRC003"),
+    checks=(names_the_listener,),
 )

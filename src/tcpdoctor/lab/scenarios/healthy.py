@@ -7,12 +7,12 @@ from tcpdoctor.lab.scenario import LabContext, Scenario
 
 def play(ctx: LabContext) -> None:
     client, server = ctx.pair()
-    ctx.start_server(server, "-idle-timeout", "120s", "-read-timeout", "30s", "-write-timeout", "30s")
+    ctx.start_service(server, SCENARIO)  # data/healthy/main.go: the code `scan` reads
     capture = ctx.capture(client, ctx.client_if, "client")
     lines = ctx.run_client(
         client,
         "-url",
-        "http://10.213.1.2:8080/work",
+        "http://10.213.1.2:8080/orders",
         "-n",
         "20",
         "-interval",

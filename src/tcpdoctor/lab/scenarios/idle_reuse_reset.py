@@ -28,13 +28,13 @@ DROP_FIN = [
 
 def play(ctx: LabContext) -> None:
     client, server = ctx.pair()
-    ctx.start_server(server, "-idle-timeout", "2s")
+    ctx.start_service(server, SCENARIO)  # data/idle-reuse-reset/main.go: IdleTimeout 2 s
     server.run(DROP_FIN)
     capture = ctx.capture(client, ctx.client_if, "client")
     lines = ctx.run_client(
         client,
         "-url",
-        "http://10.213.1.2:8080/work",
+        "http://10.213.1.2:8080/stock",
         "-method",
         "POST",
         "-n",

@@ -10,13 +10,13 @@ from tcpdoctor.lab.scenario import LabContext, Scenario
 
 def play(ctx: LabContext) -> None:
     client, server = ctx.pair()
-    proc = ctx.start_server(server, "-on-sigterm", "shutdown")
+    proc = ctx.start_service(server, SCENARIO)  # data/refused-during-rollout/main.go
     capture = ctx.capture(client, ctx.client_if, "client")
     load = client.popen(
         [
             str(ctx.binary("client")),
             "-url",
-            "http://10.213.1.2:8080/work",
+            "http://10.213.1.2:8080/checkout",
             "-n",
             "40",
             "-interval",

@@ -11,7 +11,7 @@ from tcpdoctor.lab.scenario import LabContext, Scenario
 
 def play(ctx: LabContext) -> None:
     client, server = ctx.pair()
-    ctx.start_server(server)
+    ctx.start_service(server, SCENARIO)  # data/sse-readiness-probe/main.go: the SSE handler
     capture = ctx.capture(client, ctx.client_if, "client")
     ctx.tcpdoctor(
         "probe", ["probe", "http://10.213.1.2:8080/events", "--period", "1", "--count", "2"], ns=client
