@@ -751,7 +751,7 @@ class Engine:
         linger: float = 5.0,
         idle_timeout: float = 3600.0,
         max_app_bytes: int = 256 * 1024,
-        capacity: int = 1 << 16,
+        capacity: int = 1 << 18,  # rows; np.zeros maps them lazily: only rows ever used become resident
     ) -> None:
         self.factories = list(factories)
         self.linger = linger
