@@ -32,7 +32,7 @@ FailOnOpt = Annotated[
     typer.Option(
         "--fail-on",
         help="Exit 1 when a finding is at or above this severity: error, warning, info or never "
-        "[default: error, or fail-on in .tcpdoctor.toml].",
+        "(default: error, or fail-on in .tcpdoctor.toml).",
     ),
 ]
 

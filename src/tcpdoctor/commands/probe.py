@@ -115,7 +115,8 @@ def _summary(run: ProbeRun) -> Callable[[Any], None]:
 def probe(
     target: Annotated[str | None, typer.Argument(help="URL, host:port (TCP) or grpc://host:port.")] = None,
     spec: Annotated[
-        str | None, typer.Option("--spec", help="Take the probe from a manifest: FILE[:container[:type]].")
+        str | None,
+        typer.Option("--spec", help="Take the probe from a manifest.", metavar="FILE[:CONTAINER[:TYPE]]"),
     ] = None,
     pod_ip: Annotated[str, typer.Option("--pod-ip", help="The pod IP the kubelet would use.")] = "127.0.0.1",
     port: Annotated[
@@ -123,15 +124,27 @@ def probe(
     ] = None,
     path: Annotated[str, typer.Option("--path", help="With --pod-ip and no TARGET: the HTTP path.")] = "/",
     probe_type: Annotated[str, typer.Option("--type", help="readiness, liveness or startup.")] = "readiness",
-    period: Annotated[int | None, typer.Option("--period", help="periodSeconds [default 10].")] = None,
-    timeout: Annotated[int | None, typer.Option("--timeout", help="timeoutSeconds [default 1].")] = None,
-    failure_threshold: Annotated[int | None, typer.Option("--failure-threshold", help="[default 3]")] = None,
-    success_threshold: Annotated[int | None, typer.Option("--success-threshold", help="[default 1]")] = None,
+    period: Annotated[
+        int | None,
+        typer.Option("--period", help="periodSeconds (default 10, or the manifest's).", metavar="SECONDS"),
+    ] = None,
+    timeout: Annotated[
+        int | None,
+        typer.Option("--timeout", help="timeoutSeconds (default 1, or the manifest's).", metavar="SECONDS"),
+    ] = None,
+    failure_threshold: Annotated[
+        int | None, typer.Option("--failure-threshold", help="failureThreshold (default 3).", metavar="N")
+    ] = None,
+    success_threshold: Annotated[
+        int | None, typer.Option("--success-threshold", help="successThreshold (default 1).", metavar="N")
+    ] = None,
     initial_delay: Annotated[
-        int | None, typer.Option("--initial-delay", help="initialDelaySeconds [default 0].")
+        int | None,
+        typer.Option("--initial-delay", help="initialDelaySeconds (default 0).", metavar="SECONDS"),
     ] = None,
     header: Annotated[
-        list[str] | None, typer.Option("--header", "-H", help="httpHeaders entry 'Name: value'.")
+        list[str] | None,
+        typer.Option("--header", "-H", help="An httpHeaders entry (repeatable).", metavar="'NAME: VALUE'"),
     ] = None,
     grpc_service: Annotated[str, typer.Option("--grpc-service", help="grpc.service of the probe.")] = "",
     count: Annotated[int | None, typer.Option("--count", "-n", help="Number of periods to probe.")] = None,

@@ -277,7 +277,8 @@ def trace(
         list[str] | None, typer.Option("--pod", help="Only sockets of the pod with this UID.")
     ] = None,
     duration: Annotated[
-        float | None, typer.Option("--duration", "-d", help="Stop after this many seconds [default: Ctrl-C].")
+        float | None,
+        typer.Option("--duration", "-d", help="Stop after this many seconds (default: at Ctrl-C)."),
     ] = None,
     aggregate: Annotated[
         int | None,
