@@ -50,6 +50,22 @@ PROBE_AGENT = "kube-probe/"
 Framing = Literal["none", "length", "chunked", "close", "tunnel"]
 
 
+_TEXTS: dict[bytes, str] = {}
+_TEXTS_MAX = 4096
+
+
+def _text(raw: bytes) -> str:
+    """``raw`` decoded as latin-1, shared with the heads that had the same bytes (hosts, agents,
+    versions, content types, request lines repeat across connections): the heads of the ~65k live
+    connections of a busy capture then hold one string per distinct value. Bounded: cleared when full."""
+    text = _TEXTS.get(raw)
+    if text is None:
+        if len(_TEXTS) >= _TEXTS_MAX:
+            _TEXTS.clear()
+        text = _TEXTS[raw] = raw.decode("latin-1")
+    return text
+
+
 def looks_like_http1_request(data: bytes) -> bool:
     """True when ``data`` starts with an HTTP method and a space (the first bytes of a client stream)."""
     return any(data.startswith(m + b" ") for m in METHODS if m != b"PRI")
@@ -378,22 +394,22 @@ class Http1Parser:
             name, sep, value = line.partition(b":")
             key = _KEPT_BYTES.get(name.strip().lower()) if sep else None
             if key is not None and key not in headers:
-                headers[key] = value.strip().decode("latin-1")[:512]
+                headers[key] = _text(value.strip()[:512])
         if is_client:
             m = _REQUEST_LINE.match(start)
             if not m:
                 self._fail(f"not an HTTP/1.x request line at frame {frame}")
                 return False
             req = Request(
-                start_line=start.decode("latin-1"),
-                version=m.group(3).decode(),
+                start_line=_text(start),
+                version=_text(m.group(3)),
                 headers=headers,
                 first_frame=d.first_frame,
                 first_ts=d.first_ts,
                 head_frame=frame,
                 head_ts=ts,
-                method=m.group(1).decode(),
-                target=m.group(2).decode("latin-1")[:512],
+                method=_text(m.group(1)),
+                target=_text(m.group(2)[:512]),
             )
             framing, length = _request_framing(req)
             req.framing = framing
@@ -410,15 +426,15 @@ class Http1Parser:
             self._fail(f"not an HTTP/1.x status line at frame {frame}")
             return False
         resp = Response(
-            start_line=start.decode("latin-1"),
-            version=m.group(1).decode(),
+            start_line=_text(start),
+            version=_text(m.group(1)),
             headers=headers,
             first_frame=d.first_frame,
             first_ts=d.first_ts,
             head_frame=frame,
             head_ts=ts,
             status=int(m.group(2)),
-            reason=(m.group(3) or b"").decode("latin-1"),
+            reason=_text(m.group(3) or b""),
         )
         exchange = self._pending[0] if self._pending else None
         if exchange is None:
