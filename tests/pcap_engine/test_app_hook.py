@@ -146,3 +146,21 @@ def test_a_settled_http1_connection_lets_its_parser_go_at_the_second_fin() -> No
     same = result_of(plain.session)
     again = _http_analyzer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").result
     assert same == again
+
+
+def test_repeated_head_texts_are_shared_and_the_table_is_bounded(monkeypatch: Any) -> None:
+    from tcpdoctor.sources.pcap import http1
+
+    monkeypatch.setattr(http1, "_TEXTS", {})
+    monkeypatch.setattr(http1, "_TEXTS_MAX", 8)
+    heads = []
+    for _ in range(2):
+        p = http1.Http1Parser()
+        p.client_data(b"GET /a HTTP/1.1\r\nHost: api:8080\r\nUser-Agent: Go-http-client/1.1\r\n\r\n", 1, 0.0)
+        heads.append(p.all_exchanges()[0].request)
+    a, b = heads
+    assert a.headers == {"host": "api:8080", "user-agent": "Go-http-client/1.1"} and a.target == "/a"
+    assert a.headers["host"] is b.headers["host"] and a.start_line is b.start_line
+    for i in range(20):
+        assert http1._text(b"v%d" % i) == f"v{i}"
+    assert len(http1._TEXTS) <= 8
