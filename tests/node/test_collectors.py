@@ -79,7 +79,10 @@ def test_census_sees_a_full_listener_and_its_owner() -> None:
         assert mine.saturated
         assert mine.pid is not None and mine.process  # ourselves, found through /proc/<pid>/fd
         (peer,) = [p for p in census.peers if p.remote == f"127.0.0.1:{port}"]
-        assert peer.established == 3
+        assert (peer.local, peer.established) == ("127.0.0.1", 3)
+        # the server's side of these connections sits on the listening port: no ephemeral port held
+        client_ports = {f"127.0.0.1:{c.getsockname()[1]}" for c in clients}
+        assert not [p for p in census.peers if p.remote in client_ports]
         assert census.states["LISTEN"] >= 1 and census.total >= 7
     finally:
         for c in clients:
@@ -101,12 +104,29 @@ def test_a_failing_collector_does_not_stop_the_others(monkeypatch: pytest.Monkey
 
 
 def test_interval_takes_two_samples() -> None:
+    """The growth is the second sample minus the first: traffic made between them shows in it."""
+    connects = 20
     slept: list[float] = []
-    snap = sampler.collect(2.5, sleep=slept.append)
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen(connects)
+            for _ in range(connects):  # each handshake sends at least SYN, SYN-ACK and ACK
+                socket.create_connection(server.getsockname()).close()
+        time.sleep(0.05)
+
+    snap = sampler.collect(2.5, sleep=sleep)
     assert slept == [2.5]
     assert snap.baseline is not None
     grown = snap.growth("Tcp", "OutSegs")
-    assert grown is not None and grown[0] >= 0 and grown[1] is not None
+    assert grown is not None
+    before, after = snap.baseline.value("Tcp", "OutSegs"), snap.counters.value("Tcp", "OutSegs")
+    assert before is not None and after is not None
+    assert grown == (after - before, snap.counters.taken_at - snap.baseline.taken_at)
+    assert grown[0] >= 3 * connects  # other tests may add traffic, never take it away
+    assert 0.05 <= grown[1] < 30
 
 
 def test_snapshot_file_round_trip(tmp_path: Path) -> None:
@@ -185,3 +205,10 @@ def test_owner_of_a_listener_on_a_high_descriptor_is_found() -> None:
         server.close()
         for fd in fillers:
             os.close(fd)
+
+
+def test_client_port_table_marks_the_ephemeral_range_minus_listeners() -> None:
+    table = sockets.client_port_table((40000, 40099), {40050, 8080})
+    assert sum(table) == 99
+    assert table[40000] == table[40099] == 1
+    assert table[39999] == table[40100] == table[40050] == table[8080] == 0

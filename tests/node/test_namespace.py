@@ -32,6 +32,8 @@ TCPDOCTOR = Path(sys.executable).with_name("tcpdoctor")
 SERVICE_CIDR = "10.96.0.0/12"
 FLOOD = 12
 TIME_WAITS = 60
+SERVER_TIME_WAITS = 120  # in "good": more than half its 200 ephemeral ports, all towards one remote endpoint
+CLIENT_PORT = 20000  # scenario.CLIENT_PORT
 INVALID = 5
 
 
@@ -42,9 +44,18 @@ def _need_root() -> None:
         pytest.skip("needs root (network namespaces)")
 
 
-def _scenario(ns: netns.Netns, tmp: Path, flood: int) -> tuple[int, int]:
+def _scenario(ns: netns.Netns, tmp: Path, flood: int, server_time_waits: int) -> tuple[int, int]:
     ready = tmp / f"{ns.name}.ready"
-    ns.popen([sys.executable, str(HERE / "scenario.py"), str(ready), str(flood), str(TIME_WAITS)])
+    ns.popen(
+        [
+            sys.executable,
+            str(HERE / "scenario.py"),
+            str(ready),
+            str(flood),
+            str(TIME_WAITS),
+            str(server_time_waits),
+        ]
+    )
     deadline = time.monotonic() + 60
     while not ready.exists() or not ready.read_text().endswith("\n"):
         assert time.monotonic() < deadline, "the scenario did not get ready"
@@ -93,10 +104,10 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Site]]
         )
         good.sh("sysctl -qw net.netfilter.nf_conntrack_tcp_be_liberal=1")
         result = {}
-        for ns, flood in ((bad, FLOOD), (good, 0)):
+        for ns, flood, server_tw in ((bad, FLOOD, 0), (good, 0, SERVER_TIME_WAITS)):
             ns.sh("iptables -A INPUT -m conntrack --ctstate INVALID -j ACCEPT")
             ns.run([sys.executable, str(HERE / "invalid_packets.py"), str(INVALID)])
-            ports = _scenario(ns, tmp, flood)
+            ports = _scenario(ns, tmp, flood, server_tw)
             snap = tmp / f"{ns.name}.json"
             _, report, _ = _run_node(ns, "--service-cidr", SERVICE_CIDR, "--snapshot-out", str(snap))
             result[ns.name.rsplit("-", 1)[1]] = Site(ns, ports, report, snap)
@@ -127,10 +138,25 @@ def test_krn004_time_wait_to_one_destination(sites: dict[str, Site]) -> None:
     (finding,) = bad.findings("KRN004")
     assert f"to 127.0.0.1:{bad.closer_port} ({TIME_WAITS} TIME_WAIT + 0 established)" in finding["message"]
     assert "of the 100 ephemeral ports 40000-40099" in finding["message"]
+    assert (
+        f"{TIME_WAITS} outgoing sockets from 127.0.0.1 to 127.0.0.1:{bad.closer_port}" in finding["message"]
+    )
     good = sites["good"]
     assert good.findings("KRN004") == []
     peers = good.report["node"]["sockets"]["peers"]
-    assert {"remote": f"127.0.0.1:{good.closer_port}", "time_wait": TIME_WAITS, "established": 0} in peers
+    closer = f"127.0.0.1:{good.closer_port}"
+    assert {"remote": closer, "time_wait": TIME_WAITS, "established": 0, "local": "127.0.0.1"} in peers
+
+
+def test_krn004_server_side_time_wait_is_not_port_pressure(sites: dict[str, Site]) -> None:
+    """The close case: the server closed first, so it holds the TIME_WAITs, on its listening port."""
+    good = sites["good"]
+    sockets = good.report["node"]["sockets"]
+    assert sockets["states"]["TIME_WAIT"] >= TIME_WAITS + SERVER_TIME_WAITS
+    # all of them towards one remote endpoint, 120 of 200 ephemeral ports if it were counted
+    assert not [p for p in sockets["peers"] if p["remote"] == f"127.0.0.1:{CLIENT_PORT}"]
+    assert all(p["remote"] == f"127.0.0.1:{good.closer_port}" for p in sockets["peers"])
+    assert good.findings("KRN004") == []
 
 
 def test_krn006_vxlan_larger_than_its_underlay(sites: dict[str, Site]) -> None:

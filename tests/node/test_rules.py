@@ -136,7 +136,9 @@ def queue(queued: int) -> Callable[[NodeSnapshot], None]:
 def peer(time_wait: int, established: int, port_range: str = "32768 60999") -> Callable[[NodeSnapshot], None]:
     def change(snap: NodeSnapshot) -> None:
         assert snap.sockets is not None
-        snap.sockets.peers = [PeerCount("10.0.0.9:443", time_wait=time_wait, established=established)]
+        snap.sockets.peers = [
+            PeerCount("10.0.0.9:443", time_wait=time_wait, established=established, local="192.168.1.10")
+        ]
         snap.sysctls["net.ipv4.ip_local_port_range"] = port_range
 
     return change
@@ -192,7 +194,8 @@ CASES: list[tuple[str, Callable[[NodeSnapshot], None], str, Callable[[NodeSnapsh
         "ListenOverflows +312/s (+3120 in 10.0 s)",
         grow(),
     ),
-    ("KRN001", queue(4097), "0.0.0.0:8080 backlog 4097/4096 held by pid 1234 (server)", queue(4095)),
+    # sk_acceptq_is_full() is sk_ack_backlog > sk_max_ack_backlog: a queue at its backlog still takes one
+    ("KRN001", queue(4097), "0.0.0.0:8080 backlog 4097/4096 held by pid 1234 (server)", queue(4096)),
     (
         "KRN002",
         set_sysctl("net.core.somaxconn", "128"),
@@ -209,13 +212,15 @@ CASES: list[tuple[str, Callable[[NodeSnapshot], None], str, Callable[[NodeSnapsh
     (
         "KRN004",
         peer(14000, 200),
-        "14200 sockets to 10.0.0.9:443 (14000 TIME_WAIT + 200 established) use 50% of the 28232 ephemeral ports",
+        "14200 outgoing sockets from 192.168.1.10 to 10.0.0.9:443 (14000 TIME_WAIT + 200 established) use 50% "
+        "of the 28232 ephemeral ports",
         peer(14000, 100),
     ),
     (
         "KRN004",
         peer(60, 0, "40000 40099"),
-        "60 sockets to 10.0.0.9:443 (60 TIME_WAIT + 0 established) use 60% of the 100 ephemeral ports 40000-40099",
+        "60 outgoing sockets from 192.168.1.10 to 10.0.0.9:443 (60 TIME_WAIT + 0 established) use 60% of the "
+        "100 ephemeral ports 40000-40099",
         peer(40, 0, "40000 40099"),
     ),
     (
@@ -278,8 +283,9 @@ CASES: list[tuple[str, Callable[[NodeSnapshot], None], str, Callable[[NodeSnapsh
     ),
     (
         "KRN012",
-        set_sysctl("net.ipv4.tcp_timestamps", "0"),
-        "tcp_timestamps is 0 while tcp_tw_reuse is 2",
+        both(set_sysctl("net.ipv4.tcp_timestamps", "0"), set_sysctl("net.ipv4.tcp_tw_reuse", "1")),
+        "tcp_timestamps is 0 while tcp_tw_reuse is 1: TIME_WAIT reuse needs the timestamps the connection "
+        "recorded, so outgoing connects never reuse a TIME_WAIT port",
         both(set_sysctl("net.ipv4.tcp_timestamps", "0"), set_sysctl("net.ipv4.tcp_tw_reuse", "0")),
     ),
     (
@@ -311,14 +317,60 @@ def test_rule_triggers_and_close_case_does_not(
     assert rule_id not in rules_of(quiet)
 
 
-def test_krn001_since_boot_without_a_full_queue_is_a_warning() -> None:
+def test_krn001_since_boot_without_a_full_queue_is_info() -> None:
+    """ListenOverflows since boot on a node whose listeners are all fine now: may be weeks old."""
     snap = healthy()
     snap.baseline = None
-    snap.counters = counters(1010.0, ListenOverflows=5)
+    snap.counters = counters(1010.0, ListenOverflows=47, ListenDrops=47)
     (finding,) = rules_of(snap)["KRN001"]
+    assert finding.severity.label == "info"
+    assert "ListenOverflows 47 since boot" in finding.message
+    assert "no listener is over its backlog right now" in finding.message
+    assert finding.message.endswith("(since boot; rerun with --interval for a rate)")
+
+
+def test_krn001_since_boot_with_a_full_listener_now_is_an_error() -> None:
+    snap = healthy()
+    snap.baseline = None
+    snap.counters = counters(1010.0, ListenOverflows=47, ListenDrops=47)
+    queue(4097)(snap)
+    (finding,) = rules_of(snap)["KRN001"]
+    assert finding.severity.label == "error"
+    assert "0.0.0.0:8080 backlog 4097/4096 held by pid 1234 (server)" in finding.message
+
+
+def test_krn001_a_growing_rate_is_an_error() -> None:
+    snap = healthy()
+    snap.baseline = counters(1000.0, ListenOverflows=47, ListenDrops=47)
+    snap.counters = counters(1010.0, ListenOverflows=57, ListenDrops=57)
+    (finding,) = rules_of(snap)["KRN001"]
+    assert finding.severity.label == "error"
+    assert "ListenOverflows +1/s (+10 in 10.0 s)" in finding.message
+    assert "since boot" not in finding.message
+    snap.counters = counters(1010.0, ListenOverflows=47, ListenDrops=47)  # old overflows, none since
+    assert "KRN001" not in rules_of(snap)
+
+
+def test_krn012_timestamps_off_with_the_default_reuse_is_info_about_loopback() -> None:
+    snap = healthy()
+    snap.sysctls["net.ipv4.tcp_timestamps"] = "0"  # tcp_tw_reuse stays at its default, 2
+    (finding,) = rules_of(snap)["KRN012"]
+    assert finding.severity.label == "info"
+    assert "tcp_tw_reuse is 2" in finding.message
+    assert "loopback-only reuse" in finding.message
+    assert "never reuse a TIME_WAIT port and wait" not in finding.message
+    snap.sysctls["net.ipv4.tcp_tw_reuse"] = "1"
+    (finding,) = rules_of(snap)["KRN012"]
     assert finding.severity.label == "warning"
-    assert "ListenOverflows 5 since boot" in finding.message
-    assert "rerun with --interval" in finding.message
+
+
+def test_krn004_old_snapshot_without_local_address() -> None:
+    snap = healthy()
+    assert snap.sockets is not None
+    snap.sockets.peers = [PeerCount("10.0.0.9:443", time_wait=20000, established=0)]
+    (finding,) = rules_of(snap)["KRN004"]
+    assert finding.message.startswith("20000 outgoing sockets to 10.0.0.9:443 (")
+    assert finding.subject.connection == "* -> 10.0.0.9:443"
 
 
 def test_krn001_an_idle_listener_with_backlog_0_is_not_full() -> None:
@@ -326,7 +378,7 @@ def test_krn001_an_idle_listener_with_backlog_0_is_not_full() -> None:
     assert snap.sockets is not None
     snap.sockets.listeners[0].backlog = 0
     assert "KRN001" not in rules_of(snap)
-    snap.sockets.listeners[0].queued = 1
+    snap.sockets.listeners[0].queued = 1  # listen(fd, 0) still queues one: full only above it
     assert "backlog 1/0" in rules_of(snap)["KRN001"][0].message
 
 

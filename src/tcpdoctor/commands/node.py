@@ -237,7 +237,8 @@ def write_state(console: Any, snap: NodeSnapshot) -> None:
     if snap.sockets is not None:
         busiest = sorted(snap.sockets.listeners, key=lambda lst: -lst.queued / max(lst.backlog, 1))[:5]
         for lst in busiest:
-            _line(console, "listener", f"{lst.local} queue {lst.queued}/{lst.backlog} {lst.owner()}")
+            owner = lst.owner(snap.sockets.owners_visible and snap.privileged)
+            _line(console, "listener", f"{lst.local} queue {lst.queued}/{lst.backlog} {owner}")
     console.print("[bold]conntrack[/bold]")
     ct = snap.counters.conntrack or {}
     _line(
@@ -275,8 +276,8 @@ def write_state(console: Any, snap: NodeSnapshot) -> None:
         for peer in snap.sockets.peers[:3]:
             _line(
                 console,
-                "busiest peer",
-                f"{peer.remote}: {peer.time_wait} TIME_WAIT + {peer.established} established",
+                "outgoing",
+                f"{peer.local or '*'} -> {peer.remote}: {peer.time_wait} TIME_WAIT + {peer.established} established",
             )
     console.print("[bold]MTU / routes[/bold]")
     if snap.net is not None:

@@ -32,24 +32,32 @@ class Listener:
 
     @property
     def saturated(self) -> bool:
-        """At or over its backlog: sk_acceptq_is_full() (include/net/sock.h) is
-        sk_ack_backlog > sk_max_ack_backlog, so a queue at its limit overflows on the
-        next completed handshake."""
-        return self.queued > 0 and self.queued >= self.backlog
+        """Full the way the kernel judges it: sk_acceptq_is_full() (include/net/sock.h) is
+        ``sk_ack_backlog > sk_max_ack_backlog``, so a queue holding exactly its backlog still
+        takes one more connection (listen(fd, 1) holds 2) and only one above it drops the
+        next SYN / final ACK. The kernel's comment there says it is ``>`` on purpose (commit
+        64a146513f8f "Revert incorrect accept queue backlog changes")."""
+        return self.queued > self.backlog
 
-    def owner(self) -> str:
+    def owner(self, all_searched: bool = False) -> str:
+        """Who holds it; ``all_searched``: every /proc/<pid>/fd was readable and none had it."""
         if self.pid is None:
-            return "owner not visible"
+            return "no process of this PID namespace holds it" if all_searched else "owner not visible"
         return f"pid {self.pid} ({self.process or '?'})"
 
 
 @dataclass
 class PeerCount:
-    """Sockets of this node towards one remote address and port."""
+    """Outgoing sockets of this node from one local address towards one remote address and port.
+
+    Only the client side is counted: sockets whose local port is in ip_local_port_range and
+    is not a listening port (a server's accepted and TIME_WAIT sockets hold no ephemeral port).
+    """
 
     remote: str  # "10.0.0.2:8080"
     time_wait: int = 0
     established: int = 0
+    local: str = ""  # the source address, "10.0.0.1" ("" in snapshots from before it was recorded)
 
     @property
     def total(self) -> int:
@@ -61,7 +69,7 @@ class SocketCensus:
     total: int = 0
     states: dict[str, int] = field(default_factory=dict)
     listeners: list[Listener] = field(default_factory=list)
-    peers: list[PeerCount] = field(default_factory=list)  # the busiest destinations, most first
+    peers: list[PeerCount] = field(default_factory=list)  # the busiest outgoing destinations, most first
     owners_visible: bool = True
     seconds: float = 0.0  # how long the census took
 

@@ -85,34 +85,39 @@ def grew(value: tuple[int, float | None] | None) -> bool:
     "KRN001",
     name="accept-queue-overflow",
     severity=Severity.ERROR,
-    summary="accept queue overflow: ListenOverflows/ListenDrops counted, listeners at their backlog",
+    summary="accept queue overflow: ListenOverflows/ListenDrops counted, listeners over their backlog",
     needs=("node",),
 )
 def accept_queue_overflow(bag: EvidenceBag) -> Iterator[Finding]:
     snap = snapshot_of(bag)
     overflows = snap.growth("TcpExt", "ListenOverflows")
     drops = snap.growth("TcpExt", "ListenDrops")
-    full = [lst for lst in (snap.sockets.listeners if snap.sockets else []) if lst.saturated]
+    census = snap.sockets
+    full = [lst for lst in (census.listeners if census else []) if lst.saturated]
     if not grew(overflows) and not grew(drops) and not full:
         return
     somaxconn = snap.sysctl_int("net.core.somaxconn")
     parts = [f"ListenOverflows {describe_growth(overflows)}", f"ListenDrops {describe_growth(drops)}"]
     if full:
+        searched = census is not None and census.owners_visible
         parts.append(
             "; ".join(
-                f"{lst.local} backlog {lst.queued}/{lst.backlog} held by {lst.owner()}" for lst in full[:5]
+                f"{lst.local} backlog {lst.queued}/{lst.backlog} held by {lst.owner(searched)}"
+                for lst in full[:5]
             )
         )
     else:
-        parts.append("no listener is at its backlog right now")
+        parts.append("no listener is over its backlog right now")
     parts.append(f"somaxconn {somaxconn}")
-    severity = Severity.ERROR if full or not since(overflows) else Severity.WARNING
+    # One sample without a full listener is a count since boot: it may be weeks old.
+    # A full listener now, or counters that grew between the two samples, is happening now.
+    one_sample = snap.baseline is None
+    severity = Severity.ERROR if full or not one_sample else Severity.INFO
     evidence = [
         Evidence("node", f"listener {lst.local}: Recv-Q {lst.queued}, Send-Q {lst.backlog}") for lst in full
     ]
     yield accept_queue_overflow.finding(
-        "; ".join(parts)
-        + ("" if not since(overflows) else " (counters since boot: rerun with --interval 10 for a rate)"),
+        "; ".join(parts) + (" (since boot; rerun with --interval for a rate)" if one_sample else ""),
         subject=node_subject(snap),
         severity=severity,
         evidence=[*evidence, *sysctl_evidence(snap, "net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog")],
@@ -239,7 +244,7 @@ def port_range(snap: NodeSnapshot) -> tuple[int, int] | None:
     "KRN004",
     name="ephemeral-port-pressure",
     severity=Severity.WARNING,
-    summary="TIME_WAIT + established to one destination ≥ 50 % of ip_local_port_range",
+    summary="outgoing TIME_WAIT + established from one address to one destination ≥ 50 % of ip_local_port_range",
     needs=("node",),
 )
 def ephemeral_port_pressure(bag: EvidenceBag) -> Iterator[Finding]:
@@ -252,11 +257,17 @@ def ephemeral_port_pressure(bag: EvidenceBag) -> Iterator[Finding]:
     for peer in snap.sockets.peers:
         if peer.total * 2 < size:
             continue
+        source = f" from {peer.local}" if peer.local else ""
         yield ephemeral_port_pressure.finding(
-            f"{peer.total} sockets to {peer.remote} ({peer.time_wait} TIME_WAIT + {peer.established} established) "
-            f"use {peer.total / size:.0%} of the {size} ephemeral ports {span[0]}-{span[1]} (tcp_tw_reuse {reuse}): "
-            "new connects from one source address to it fail with EADDRNOTAVAIL when they run out",
-            subject=Subject(kind="Node", node=snap.hostname or "this node", connection=f"-> {peer.remote}"),
+            f"{peer.total} outgoing sockets{source} to {peer.remote} ({peer.time_wait} TIME_WAIT + "
+            f"{peer.established} established) use {peer.total / size:.0%} of the {size} ephemeral ports "
+            f"{span[0]}-{span[1]} (tcp_tw_reuse {reuse}): new connects from that address to it fail with "
+            "EADDRNOTAVAIL when they run out",
+            subject=Subject(
+                kind="Node",
+                node=snap.hostname or "this node",
+                connection=f"{peer.local or '*'} -> {peer.remote}",
+            ),
             evidence=sysctl_evidence(snap, "net.ipv4.ip_local_port_range", "net.ipv4.tcp_tw_reuse"),
             fix=Fix(
                 "reuse connections (HTTP keep-alive, a shared http.Transport with MaxIdleConnsPerHost >= the "
@@ -602,10 +613,19 @@ def harmful_tcp_settings(bag: EvidenceBag) -> Iterator[Finding]:
     timestamps = snap.sysctl_int("net.ipv4.tcp_timestamps")
     reuse = snap.sysctl_int("net.ipv4.tcp_tw_reuse")
     if timestamps == 0 and reuse:
+        # tcp_twsk_unique() (net/ipv4/tcp_ipv4.c) reuses a TIME_WAIT port only when the TIME_WAIT
+        # socket recorded a timestamp; with tcp_tw_reuse 2 it tries only for loopback ones at all.
+        scope = (
+            "so outgoing connects never reuse a TIME_WAIT port and wait 60 s for each (KRN004)"
+            if reuse == 1
+            else "which loses only the loopback-only reuse that tcp_tw_reuse 2 gives (connections to "
+            "127.0.0.0/8 or ::1); other destinations never reuse TIME_WAIT ports at this setting anyway"
+        )
         yield harmful_tcp_settings.finding(
-            f"net.ipv4.tcp_timestamps is 0 while tcp_tw_reuse is {reuse}: TIME_WAIT reuse needs the peer's "
-            "timestamps, so it never happens and outgoing connects run out of ports",
+            f"net.ipv4.tcp_timestamps is 0 while tcp_tw_reuse is {reuse}: TIME_WAIT reuse needs the "
+            f"timestamps the connection recorded, {scope}",
             subject=subject,
+            severity=Severity.WARNING if reuse == 1 else Severity.INFO,
             evidence=sysctl_evidence(snap, "net.ipv4.tcp_timestamps", "net.ipv4.tcp_tw_reuse"),
             fix=Fix("sysctl -w net.ipv4.tcp_timestamps=1"),
         )

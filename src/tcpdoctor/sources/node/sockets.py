@@ -34,6 +34,8 @@ NLMSG_DONE = 3
 TCP_ESTABLISHED = 1
 TCP_TIME_WAIT = 6
 TCP_LISTEN = 10
+ALL_BUT_LISTEN = 0xFFFFFFFF & ~(1 << TCP_LISTEN)
+ONLY_LISTEN = 1 << TCP_LISTEN
 
 _NLMSGHDR = struct.Struct("=IHHII")
 _NLMSGHDR_LEN_TYPE = struct.Struct("=IH")
@@ -48,8 +50,8 @@ class CensusError(OSError):
     pass
 
 
-def _request(family: int, seq: int) -> bytes:
-    body = _REQ.pack(family, socket.IPPROTO_TCP, 0, 0xFFFFFFFF)
+def _request(family: int, seq: int, states: int = 0xFFFFFFFF) -> bytes:
+    body = _REQ.pack(family, socket.IPPROTO_TCP, 0, states)
     return (
         _NLMSGHDR.pack(_NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
         + body
@@ -62,20 +64,25 @@ def _dump(
     time_wait: dict[bytes, int],
     established: dict[bytes, int],
     listeners: list[tuple[int, bytes, bytes, int, int, int]],
+    client_ports: bytes | bytearray,
+    state_mask: int = ALL_BUT_LISTEN,
 ) -> None:
-    """One family's dump: counts states, TIME_WAIT/ESTABLISHED per (dport, dst), and keeps listeners.
+    """One family's dump: counts states, outgoing TIME_WAIT/ESTABLISHED per (dport, dst, src), keeps listeners.
 
-    The hot loop of the census (100,000 messages): locals only, no objects per socket;
-    peers stay raw bytes keys until the busiest few are formatted.
+    ``client_ports[port]`` is 1 for a local port a client socket holds (in ip_local_port_range
+    and not listening): only those sockets are grouped by destination. The hot loop of the
+    census (100,000 messages): locals only, no objects per socket; peers stay raw bytes keys
+    until the busiest few are formatted.
     """
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        sock.sendto(_request(family, 1), (0, 0))
+        sock.sendto(_request(family, 1, state_mask), (0, 0))
         unpack_hdr = _NLMSGHDR_LEN_TYPE.unpack_from
         unpack_listen = _MSG_LISTEN.unpack_from
         tw_get, est_get = time_wait.get, established.get
-        addr_end = 40 + (4 if family == socket.AF_INET else 16)
+        alen = 4 if family == socket.AF_INET else 16
+        addr_end = 40 + alen
         recv = sock.recv
         while True:
             buf = recv(1 << 20)
@@ -95,18 +102,43 @@ def _dump(
                     continue
                 state = buf[offset + 17]
                 states[state] += 1
-                if state == TCP_ESTABLISHED:
-                    key = buf[offset + 22 : offset + 24] + buf[offset + 40 : offset + addr_end]
-                    established[key] = est_get(key, 0) + 1
-                elif state == TCP_TIME_WAIT:
-                    key = buf[offset + 22 : offset + 24] + buf[offset + 40 : offset + addr_end]
-                    time_wait[key] = tw_get(key, 0) + 1
-                elif state == TCP_LISTEN:
+                if state == TCP_LISTEN:
                     sport, src, rq, wq, inode = unpack_listen(buf, offset + 16)
-                    listeners.append((family, sport, src[: addr_end - 40], rq, wq, inode))
+                    listeners.append((family, sport, src[:alen], rq, wq, inode))
+                elif (
+                    state in (TCP_ESTABLISHED, TCP_TIME_WAIT)
+                    and client_ports[(buf[offset + 20] << 8) | buf[offset + 21]]
+                ):
+                    # key: dport, dst, src (inet_diag_sockid at offset 20: sport, dport, src[16], dst[16])
+                    key = buf[offset + 22 : offset + 24] + buf[offset + 40 : offset + addr_end]
+                    key += buf[offset + 24 : offset + 24 + alen]
+                    if state == TCP_ESTABLISHED:
+                        established[key] = est_get(key, 0) + 1
+                    else:
+                        time_wait[key] = tw_get(key, 0) + 1
                 offset += (length + 3) & ~3
     finally:
         sock.close()
+
+
+def local_port_range(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> tuple[int, int]:
+    """This namespace's ephemeral range; the kernel default (32768 60999) when it cannot be read."""
+    try:
+        low, high = (int(x) for x in path.read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
+def client_port_table(span: tuple[int, int], listening: set[int]) -> bytearray:
+    """65536 flags: 1 for a local port that marks the client side of a connection."""
+    table = bytearray(65536)
+    low, high = max(span[0], 1), min(span[1], 65535)
+    if low <= high:
+        table[low : high + 1] = b"\x01" * (high - low + 1)
+    for port in listening:
+        table[port] = 0
+    return table
 
 
 def _endpoint(family: int, port: bytes, addr: bytes) -> tuple[str, int]:
@@ -178,25 +210,40 @@ def _owners(inodes: set[int]) -> tuple[dict[int, tuple[int, str]], bool]:
     return found, complete
 
 
-def census(owners: bool = True, peers_kept: int = PEERS_KEPT) -> SocketCensus:
-    """Every TCP socket of this network namespace, counted; listeners and the busiest peers kept."""
+def census(
+    owners: bool = True, peers_kept: int = PEERS_KEPT, span: tuple[int, int] | None = None
+) -> SocketCensus:
+    """Every TCP socket of this network namespace, counted; listeners and the busiest outgoing peers kept.
+
+    ``span``: the ephemeral port range (default: this namespace's ip_local_port_range).
+    """
     started = time.perf_counter()
     states = [0] * 16
     raw_listeners: list[tuple[int, bytes, bytes, int, int, int]] = []
     ranked: list[tuple[int, int, int, int, bytes]] = []  # (total, time_wait, established, family, key)
+    # listeners of both families first: their ports mark the server side of the other sockets
+    # (a dual-stack [::]:8080 listener accepts IPv4 clients as AF_INET6 sockets)
+    nothing = bytes(65536)
+    for af in (socket.AF_INET, socket.AF_INET6):
+        _dump(af, states, {}, {}, raw_listeners, nothing, ONLY_LISTEN)
+    client_ports = client_port_table(
+        span or local_port_range(), {int.from_bytes(r[1], "big") for r in raw_listeners}
+    )
     for af in (socket.AF_INET, socket.AF_INET6):
         time_wait: dict[bytes, int] = {}
         established: dict[bytes, int] = {}
-        _dump(af, states, time_wait, established, raw_listeners)
+        _dump(af, states, time_wait, established, raw_listeners, client_ports)
         tw_get, est_get = time_wait.get, established.get
         totals = ((tw_get(k, 0) + est_get(k, 0), k) for k in time_wait.keys() | established.keys())
         for total, key in heapq.nlargest(peers_kept, totals, key=lambda pair: pair[0]):
             ranked.append((total, tw_get(key, 0), est_get(key, 0), int(af), key))
     peers = []
     for _, tw, est, family, key in sorted(ranked, reverse=True)[:peers_kept]:
-        remote, _ = _endpoint(family, key[:2], key[2:])
-        peers.append(PeerCount(remote, time_wait=tw, established=est))
-    peers.sort(key=lambda p: (-p.total, p.remote))
+        alen = 4 if family == socket.AF_INET else 16
+        remote, _ = _endpoint(family, key[:2], key[2 : 2 + alen])
+        local = str(ipaddress.ip_address(key[2 + alen :]))
+        peers.append(PeerCount(remote, time_wait=tw, established=est, local=local))
+    peers.sort(key=lambda p: (-p.total, p.remote, p.local))
     listeners = []
     for family, sport, src, rq, wq, inode in raw_listeners:
         local, port = _endpoint(family, sport, src)
