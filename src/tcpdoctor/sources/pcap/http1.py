@@ -50,6 +50,7 @@ PROBE_AGENT = "kube-probe/"
 Framing = Literal["none", "length", "chunked", "close", "tunnel"]
 
 
+_REQUEST_METHODS = frozenset(METHODS) - {b"PRI"}  # PRI starts the HTTP/2 preface
 _TEXTS: dict[bytes, str] = {}
 _TEXTS_MAX = 4096
 
@@ -68,7 +69,8 @@ def _text(raw: bytes) -> str:
 
 def looks_like_http1_request(data: bytes) -> bool:
     """True when ``data`` starts with an HTTP method and a space (the first bytes of a client stream)."""
-    return any(data.startswith(m + b" ") for m in METHODS if m != b"PRI")
+    space = data.find(b" ", 0, 8)  # the longest method has 7 letters
+    return space > 0 and data[:space] in _REQUEST_METHODS
 
 
 @dataclass(slots=True)
