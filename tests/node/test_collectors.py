@@ -174,7 +174,7 @@ def test_text_output_shows_the_state_by_area() -> None:
     assert proc.returncode == 0, proc.stderr
     for area in ("listen queues", "conntrack", "ports", "MTU / routes", "counters"):
         assert f"\n{area}\n" in proc.stdout
-    assert "somaxconn " in proc.stdout and "TCP sockets" in proc.stdout
+    assert "somaxconn " in proc.stdout and " TCP socket" in proc.stdout
 
 
 def test_ipvs_absent_is_silent_and_unreadable_is_reported(tmp_path: Path) -> None:

@@ -264,3 +264,9 @@ def test_interval_reports_rates_in_the_namespace(sites: dict[str, Site]) -> None
     assert "/s (+" in finding["message"] and " in 1.0 s)" in finding["message"]
     assert "since boot" not in finding["message"]
     assert f"127.0.0.1:{bad.stuck_port} backlog 2/1" in finding["message"]
+
+
+def test_a_healthy_namespace_is_quiet(sites: dict[str, Site]) -> None:
+    """ "good" holds a listener, 60 client TIME_WAITs and 120 server TIME_WAITs, all within limits."""
+    assert sites["good"].report["findings"] == []
+    assert sites["good"].report["summary"] == {"error": 0, "warning": 0, "info": 0}

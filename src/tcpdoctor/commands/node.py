@@ -271,7 +271,8 @@ def write_state(console: Any, snap: NodeSnapshot) -> None:
         _line(
             console,
             "sockets",
-            f"{snap.sockets.total} TCP sockets ({states or 'none'}), census {snap.sockets.seconds * 1000:.0f} ms",
+            f"{snap.sockets.total} TCP socket{'' if snap.sockets.total == 1 else 's'} ({states or 'none'}), "
+            f"census {snap.sockets.seconds * 1000:.0f} ms",
         )
         for peer in snap.sockets.peers[:3]:
             _line(
