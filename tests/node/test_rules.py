@@ -432,3 +432,51 @@ def test_krn006_route_mtu_lowers_it_to_info() -> None:
     snap.net.routes[-1].mtu = 1500
     (finding,) = rules_of(snap)["KRN006"]
     assert finding.severity.label == "error"
+
+
+def test_krn004_reusable_time_wait_does_not_count() -> None:
+    """tcp_tw_reuse 2 (the default) lets connects to loopback take over TIME_WAIT ports: a sidecar's
+    20000 TIME_WAITs towards 127.0.0.1:15001 are no pressure; with reuse 0 or no timestamps they are."""
+    snap = healthy()
+    assert snap.sockets is not None
+    snap.sockets.peers = [PeerCount("127.0.0.1:15001", time_wait=20000, established=10, local="127.0.0.1")]
+    assert "KRN004" not in rules_of(snap)
+    snap.sysctls["net.ipv4.tcp_tw_reuse"] = "0"
+    (finding,) = rules_of(snap)["KRN004"]
+    assert finding.message.startswith(
+        "20010 outgoing sockets from 127.0.0.1 to 127.0.0.1:15001 (20000 TIME_WAIT"
+    )
+    snap.sysctls["net.ipv4.tcp_tw_reuse"] = "2"
+    snap.sysctls["net.ipv4.tcp_timestamps"] = "0"  # no timestamp recorded: nothing to reuse
+    assert "KRN004" in rules_of(snap)
+    # reuse 1 covers every destination, but established sockets still hold their ports
+    snap.sysctls["net.ipv4.tcp_timestamps"] = "1"
+    snap.sysctls["net.ipv4.tcp_tw_reuse"] = "1"
+    snap.sockets.peers = [PeerCount("10.0.0.9:443", time_wait=20000, established=15000, local="192.168.1.10")]
+    (finding,) = rules_of(snap)["KRN004"]
+    assert (
+        "15000 outgoing sockets from 192.168.1.10 to 10.0.0.9:443 (15000 established; its 20000 TIME_WAIT "
+        in (finding.message)
+    )
+    snap.sockets.peers[0].established = 14000
+    assert "KRN004" not in rules_of(snap)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.3.4.5:80", True),
+        ("[::1]:8080", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("[::ffff:127.0.0.1]:80", True),
+        ("10.0.0.9:443", False),
+        ("[fd00::1]:80", False),
+        ("", False),
+    ],
+)
+def test_is_loopback(endpoint: str, loopback: bool) -> None:
+    from tcpdoctor.rules.kernel import is_loopback
+
+    assert is_loopback(endpoint) is loopback

@@ -12,7 +12,7 @@ import ipaddress
 from collections.abc import Iterable, Iterator
 
 from tcpdoctor.config import Config
-from tcpdoctor.evidence.node import Link, NodeSnapshot, describe_growth
+from tcpdoctor.evidence.node import Link, NodeSnapshot, PeerCount, describe_growth
 from tcpdoctor.model import Evidence, Finding, Fix, Severity, Subject
 from tcpdoctor.rules.registry import EvidenceBag, rule
 
@@ -240,6 +240,32 @@ def port_range(snap: NodeSnapshot) -> tuple[int, int] | None:
     return low, high
 
 
+def is_loopback(endpoint: str) -> bool:
+    """ "127.0.0.1", "10.0.0.2:8080", "[::1]:80", "::ffff:127.0.0.1": a loopback address (v4-mapped too)?"""
+    if endpoint.startswith("["):
+        host = endpoint[1 : endpoint.find("]")]
+    else:
+        host = endpoint.rsplit(":", 1)[0] if endpoint.count(":") == 1 else endpoint
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+def time_wait_reusable(snap: NodeSnapshot, peer: PeerCount) -> bool:
+    """Whether connect() may take over these TIME_WAIT ports: tcp_twsk_unique() (net/ipv4/tcp_ipv4.c)
+    reuses a TIME_WAIT socket that recorded a timestamp (tcp_timestamps on) more than 1 s ago when
+    tcp_tw_reuse is 1, or is 2 (the default) and the socket's source or destination is loopback."""
+    timestamps = snap.sysctl_int("net.ipv4.tcp_timestamps")
+    reuse = snap.sysctl_int("net.ipv4.tcp_tw_reuse")
+    if not timestamps or not reuse:
+        return False
+    return reuse == 1 or (reuse == 2 and (is_loopback(peer.local) or is_loopback(peer.remote)))
+
+
 @rule(
     "KRN004",
     name="ephemeral-port-pressure",
@@ -255,14 +281,20 @@ def ephemeral_port_pressure(bag: EvidenceBag) -> Iterator[Finding]:
     size = span[1] - span[0] + 1
     reuse = snap.sysctl("net.ipv4.tcp_tw_reuse")
     for peer in snap.sockets.peers:
-        if peer.total * 2 < size:
+        reusable = time_wait_reusable(snap, peer)
+        held = peer.established if reusable else peer.total
+        if held * 2 < size:
             continue
         source = f" from {peer.local}" if peer.local else ""
+        counted = (
+            f"{peer.established} established; its {peer.time_wait} TIME_WAIT are reusable"
+            if reusable
+            else f"{peer.time_wait} TIME_WAIT + {peer.established} established"
+        )
         yield ephemeral_port_pressure.finding(
-            f"{peer.total} outgoing sockets{source} to {peer.remote} ({peer.time_wait} TIME_WAIT + "
-            f"{peer.established} established) use {peer.total / size:.0%} of the {size} ephemeral ports "
-            f"{span[0]}-{span[1]} (tcp_tw_reuse {reuse}): new connects from that address to it fail with "
-            "EADDRNOTAVAIL when they run out",
+            f"{held} outgoing sockets{source} to {peer.remote} ({counted}) use {held / size:.0%} of the {size} "
+            f"ephemeral ports {span[0]}-{span[1]} (tcp_tw_reuse {reuse}): new connects from that address to it "
+            "fail with EADDRNOTAVAIL when they run out",
             subject=Subject(
                 kind="Node",
                 node=snap.hostname or "this node",
