@@ -10,6 +10,12 @@ parser keeps the census under a second.
 For a listening socket the kernel reports the accept queue in ``idiag_rqueue``
 (sk_ack_backlog) and the backlog in ``idiag_wqueue`` (sk_max_ack_backlog):
 net/ipv4/tcp_diag.c tcp_diag_get_info().
+
+Peers (KRN004's evidence) are the client side only: the listeners are dumped first, then
+ESTABLISHED and TIME_WAIT sockets whose local port is in ip_local_port_range and is not a
+listening port are grouped by (local address, remote address, remote port). A server's
+accepted sockets and the TIME_WAITs it keeps after closing first sit on its listening port
+and hold no ephemeral port.
 """
 
 from __future__ import annotations
