@@ -9,6 +9,9 @@ scenario at once (module fixture); each test then checks its own part of the evi
 - iptables DROP in a test namespace → kfree_skb with NETFILTER_DROP
 - a backlog-1 listener flooded in the namespace → TRC003 naming it and its pid
 - 200 short-lived connections in the namespace → TRC004
+- a server (another process) closes while its client keeps sending → TCP_ABORT_ON_DATA,
+  sent after tcp_done() destroyed the socket, still names the server's pid; its drop is
+  folded into the reset's finding, not a second TRC002 finding
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ class Scenario:
     drop_port: int = 0
     backlog_port: int = 0
     storm_port: int = 0
+    abort_port: int = 0
+    abort_client_port: int = 0
+    abort_server_pid: int = 0
     netns_inode: int = 0
     listener_pid: int = 0
     errors: list[str] = field(default_factory=list)
@@ -87,6 +93,14 @@ FLOOD = (
     " try: s.connect(('127.0.0.1',int(sys.argv[1])))\n except BlockingIOError: pass\n ss.append(s)\n"
     "time.sleep(2)"
 )
+# TCP_LINGER2 above TIME_WAIT's 60 s keeps the closed socket a full, orphaned FIN_WAIT2 socket
+# (tcp_close in net/ipv4/tcp.c) instead of a timewait sock: the client's next data then meets
+# tcp_rcv_state_process's RCV_SHUTDOWN check -> tcp_reset -> tcp_done (destroy) -> RST.
+CLOSE_WHILE_CLIENT_SENDS = (
+    "import socket,sys,time\ns=socket.socket();s.bind(('127.0.0.1',int(sys.argv[1])));s.listen(8)\n"
+    "print('up',flush=True)\nc,_=s.accept();c.setsockopt(socket.IPPROTO_TCP,socket.TCP_LINGER2,120)\n"
+    "s.close();c.recv(4);c.close();time.sleep(5)"
+)
 STORM = "import socket,sys\nfor i in range(200):\n s=socket.socket();s.connect(('127.0.0.1',int(sys.argv[1])));s.close()"
 DROPPED = (
     "import socket,sys\ns=socket.socket();s.settimeout(1.5)\n"
@@ -103,6 +117,14 @@ def _loopback_scenarios(sc: Scenario) -> None:
         pass
     else:
         sc.errors.append(f"port {sc.closed_port} was open")
+    with socket.create_connection(("127.0.0.1", sc.abort_port)) as c:
+        sc.abort_client_port = c.getsockname()[1]
+        c.sendall(b"ping")
+        if c.recv(1) != b"":  # the server's FIN
+            sc.errors.append("the abort server did not close")
+        time.sleep(0.05)
+        c.sendall(b"more data after the server closed")
+        time.sleep(0.2)
     for port, linger in ((sc.linger_port, True), (sc.graceful_port, False)):
         with socket.socket() as srv:
             srv.bind(("127.0.0.1", port))
@@ -128,7 +150,9 @@ def _loopback_scenarios(sc: Scenario) -> None:
 @pytest.fixture(scope="module")
 def live(bpftrace: str) -> Iterator[Scenario]:
     ensure_tracefs()
-    sc = Scenario(closed_port=free_port(), linger_port=free_port(), graceful_port=free_port())
+    sc = Scenario(
+        closed_port=free_port(), linger_port=free_port(), graceful_port=free_port(), abort_port=free_port()
+    )
     sc.drop_port, sc.backlog_port, sc.storm_port = random.sample(range(20000, 30000), 3)
     with netns.topology("tdtest-") as topo:
         ns = topo.host("trc")
@@ -146,9 +170,12 @@ def live(bpftrace: str) -> Iterator[Scenario]:
             sc.drop_port,
             sc.backlog_port,
             sc.storm_port,
+            sc.abort_port,
         )
-        session = TraceSession(ProgramSpec(ports=ports))
+        # the namespace this test made is sampled too (by default only our own is)
+        session = TraceSession(ProgramSpec(ports=ports), netns_files=(f"/var/run/netns/{ns.name}",))
         stop = threading.Event()
+        spawned: list[subprocess.Popen[bytes]] = []
 
         def scenarios() -> None:
             try:
@@ -163,6 +190,14 @@ def live(bpftrace: str) -> Iterator[Scenario]:
                         (STORM, sc.storm_port),
                     )
                 ]
+                # it listens once the probes are live (the kernel records the listener's owner),
+                # and closes its listener after accept: no sock_diag sample can name it at the end
+                aborter = subprocess.Popen(
+                    [*NS_PY, CLOSE_WHILE_CLIENT_SENDS, str(sc.abort_port)], stdout=subprocess.PIPE
+                )
+                spawned.append(aborter)
+                sc.abort_server_pid = aborter.pid
+                assert aborter.stdout is not None and aborter.stdout.readline().strip() == b"up"
                 _loopback_scenarios(sc)
                 for c in clients:
                     if c.wait(timeout=30) != 0:
@@ -179,6 +214,9 @@ def live(bpftrace: str) -> Iterator[Scenario]:
         sc.evidence = session.run(duration=90, stop=stop)
         sc.wall = time.monotonic() - started
         worker.join()
+        for proc in spawned:
+            proc.kill()
+            proc.wait()
     assert not sc.errors, sc.errors
     yield sc
 
@@ -264,3 +302,32 @@ def test_connection_storm_churn(live: Scenario) -> None:
 def test_session_cost(live: Scenario) -> None:
     """Start-up plus the scenarios stays bounded (bpftrace attach is the slow part)."""
     assert live.wall < 90
+
+
+def test_abort_on_data_names_the_closed_server(live: Scenario) -> None:
+    """The reset is sent after tcp_done() destroyed the socket: the owner is kept past destroy."""
+    resets = [
+        e
+        for e in live.evidence.of_kind("reset_sent")
+        if e.sport == live.abort_port and e.dport == live.abort_client_port
+    ]
+    assert len(resets) == 1, live.evidence.of_kind("reset_sent")
+    assert resets[0].reason == "TCP_ABORT_ON_DATA" and resets[0].syn is False
+    assert resets[0].owner.pid == live.abort_server_pid, resets[0].owner
+    (finding,) = [f for f in live.findings("TRC001") if "TCP_ABORT_ON_DATA" in f.message]
+    assert f"pid {live.abort_server_pid} " in finding.message
+    # the kernel also freed the segment with that reason: one finding, not a TRC002 drop too
+    drops = [e for e in live.evidence.of_kind("drop") if e.dport == live.abort_port]
+    assert {e.reason for e in drops} == {"TCP_ABORT_ON_DATA"}, drops
+    assert "1 of them also showed" in finding.message
+    assert not [f for f in live.findings("TRC002") if str(live.abort_port) in f.message]
+
+
+def test_refused_connect_is_one_finding(live: Scenario) -> None:
+    """The RST sent (NO_SOCKET), the RST our connect received and the SYN's drop are one event."""
+    port = f"127.0.0.1:{live.closed_port}"
+    trc001 = [f for f in live.findings("TRC001") if port in f.message]
+    assert len(trc001) == 1 and "refused on" in trc001[0].message, [f.message for f in trc001]
+    assert not [f for f in live.findings("TRC002") if port in f.message]
+    (rst,) = [e for e in live.evidence.of_kind("reset_sent") if e.sport == live.closed_port]
+    assert rst.syn is True

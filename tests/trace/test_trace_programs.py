@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from tcpdoctor.model import InputError
-from tcpdoctor.sources.ebpf.formats import KernelFormats
-from tcpdoctor.sources.ebpf.programs import ProgramSpec, aggregate_maps, build_program
+from tcpdoctor.sources.ebpf.formats import KernelFormats, TracepointFormat, parse_format
+from tcpdoctor.sources.ebpf.programs import CAPABILITIES, ProgramSpec, aggregate_maps, build_program
 from tcpdoctor.sources.ebpf.runner import Filters, parse_record
 
 
@@ -112,3 +115,97 @@ def test_parse_record_and_filters(tmp_path: Path) -> None:
     assert Filters(comms=frozenset({"api"}), ports=frozenset({8080})).keep(e)
     assert not Filters(ports=frozenset({9090})).keep(e)
     assert not Filters(pods=frozenset({"some-uid"})).keep(e)
+
+
+# --- every generated program compiles with the real bpftrace (no attach: ``--emit-elf``) ---------
+# Capabilities x {per-event, aggregate} x {with, without --port} x {the running kernel's formats,
+# the older layouts recorded above}. bpftrace checks a program's ``args->`` fields against the
+# live tracefs, so an old layout is compiled on the live tracepoint of the same category whose
+# fields are a superset of it (same names and types): the pre-6.10 ``tcp_send_reset`` is field for
+# field ``tcp_retransmit_skb`` without ``err``.
+
+OLD_LAYOUTS = {"tcp:tcp_send_reset": OLD_SEND_RESET}
+USED = (
+    "sock:inet_sock_set_state",
+    "tcp:tcp_destroy_sock",
+    "tcp:tcp_send_reset",
+    "tcp:tcp_receive_reset",
+    "tcp:tcp_retransmit_skb",
+    "skb:kfree_skb",
+    "syscalls:sys_enter_getppid",
+)
+
+
+def live_root() -> Path:
+    for base in (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing")):
+        if (base / "events").is_dir():
+            return base
+    subprocess.run(["mount", "-t", "tracefs", "tracefs", "/sys/kernel/tracing"], check=False)
+    return Path("/sys/kernel/tracing")
+
+
+def stand_in(old: TracepointFormat, live: Path) -> str:
+    """A live tracepoint of ``old``'s category whose fields include all of ``old``'s."""
+    for fmt_file in sorted((live / "events" / old.category).glob("*/format")):
+        cand = parse_format(fmt_file.read_text(), old.category, fmt_file.parent.name)
+        if all(
+            n in cand.fields and (cand.fields[n].type, cand.fields[n].array) == (f.type, f.array)
+            for n, f in old.fields.items()
+        ):
+            return cand.probe
+    pytest.fail(f"no live tracepoint in {old.category} can stand in for the old {old.name}")
+
+
+def layouts(tmp: Path) -> list[tuple[str, KernelFormats, dict[str, str]]]:
+    """("live", formats, {}) and one tracefs per old layout, with the probes to retarget."""
+    live = live_root()
+    out: list[tuple[str, KernelFormats, dict[str, str]]] = [("live", KernelFormats(root=live), {})]
+    for name, text in OLD_LAYOUTS.items():
+        root = tmp / name.replace(":", "_")
+        for used in USED:
+            category, event = used.split(":")
+            src = live / "events" / category / event / "format"
+            dest = root / "events" / category / event / "format"
+            dest.parent.mkdir(parents=True)
+            dest.write_text(text if used == name else src.read_text())
+        category, event = name.split(":")
+        old = parse_format(text, category, event)
+        out.append((name, KernelFormats(root=root), {old.probe: stand_in(old, live)}))
+    return out
+
+
+def specs() -> list[ProgramSpec]:
+    out = []
+    for what in [(c,) for c in CAPABILITIES] + [CAPABILITIES]:
+        for agg, ports in itertools.product((None, 5), ((), (8080, 443))):
+            out.append(ProgramSpec(what=what, ports=ports, aggregate_every=agg))
+    return out
+
+
+@pytest.mark.root
+@pytest.mark.bpftrace
+def test_every_generated_program_compiles(bpftrace: str, root: None, tmp_path: Path) -> None:
+    bt = shutil.which("bpftrace") or bpftrace
+    failures = []
+    compiled = 0
+    for label, fmts, retarget in layouts(tmp_path):
+        seen: set[str] = set()
+        for spec in specs():
+            text = build_program(spec, fmts).text
+            for probe, live_probe in retarget.items():
+                text = text.replace(f"{probe} ", f"{live_probe} ")
+            if not text or text in seen:
+                continue
+            seen.add(text)
+            res = subprocess.run(
+                [bt, "--emit-elf", str(tmp_path / "prog.elf"), "-e", text],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            compiled += 1
+            errors = [ln for ln in res.stderr.splitlines() if "ERROR" in ln and "RLIMIT_MEMLOCK" not in ln]
+            if res.returncode != 0 or errors:
+                failures.append(f"{label} {spec}: {' | '.join(errors) or res.stderr[-300:]}")
+    assert compiled >= 40
+    assert not failures, "\n".join(failures)

@@ -47,8 +47,72 @@ def test_trc001_no_socket_names_the_refused_peer() -> None:
     assert "refused on 127.0.0.1:1" in sent[0].message
     assert "pid 4242 api" in sent[0].message
     assert sent[0].subject.name == "api (pid 4242)"
-    received = [f for f in found if "SYN_SENT" in f.message]
-    assert received and "connection refused" in received[0].message
+    # the refused connect's own receive of that RST is the same reset: folded, said once
+    assert len(found) == 1 and "1 of them also showed" in sent[0].message
+
+
+def test_trc001_received_reset_alone_is_reported() -> None:
+    """A reset received from a remote peer (no local reset_sent mirrors it) stays a finding."""
+    trace = TraceEvidence(
+        duration=2.0,
+        events=[ev("reset_received", "10.0.0.9:40000", "10.0.0.2:80", state="SYN_SENT", owner=API)],
+    )
+    (f,) = run("TRC001", trace)
+    assert "received in state SYN_SENT" in f.message and "connection refused" in f.message
+
+
+def no_socket(remote_port: int, *, syn: bool, t: float = 0.0) -> TraceEvent:
+    return ev(
+        "reset_sent",
+        "10.0.0.2:8080" if syn else f"10.0.0.2:{remote_port - 1000}",
+        f"10.0.0.9:{remote_port}",
+        t=t,
+        reason="NO_SOCKET",
+        has_socket=False,
+        state="NONE",
+        syn=syn,
+    )
+
+
+def test_trc001_no_socket_counts_only_syns_as_refused() -> None:
+    events = [no_socket(50000 + i, syn=True) for i in range(3)]
+    events += [no_socket(41000 + i, syn=False) for i in range(2)]  # late segments to gone ephemeral ports
+    found = run("TRC001", TraceEvidence(duration=2.0, events=events))
+    assert len(found) == 2
+    refused = next(f for f in found if "refused on" in f.message)
+    assert refused.message.startswith("3 resets sent with kernel reason NO_SOCKET")
+    assert "10.0.0.2:8080 (3)" in refused.message and "10.0.0.2:40" not in refused.message
+    late = next(f for f in found if "late segments" in f.message)
+    assert late.message.startswith("2 resets sent") and "refused" not in late.message
+    assert "10.0.0.2:40000 (1)" in late.message
+
+
+def test_trc001_and_trc002_one_finding_for_a_reset_and_its_drop() -> None:
+    """ABORT_ON_DATA: the RST and the freed segment are one event (reported by TRC001)."""
+    rst = ev("reset_sent", "10.0.0.2:8080", "10.0.0.9:5000", t=1.0, reason="TCP_ABORT_ON_DATA", owner=API)
+    drop = ev("drop", "10.0.0.9:5000", "10.0.0.2:8080", t=1.00001, reason="TCP_ABORT_ON_DATA", state="-")
+    unrelated = ev("drop", "10.0.0.9:5000", "10.0.0.2:8080", t=3.0, reason="TCP_ABORT_ON_DATA", state="-")
+    trace = TraceEvidence(duration=5.0, events=[rst, drop])
+    (f,) = run("TRC001", trace)
+    assert "1 of them also showed" in f.message and "pid 4242 api" in f.message
+    assert run("TRC002", trace) == []
+    # a drop 2 s later is another segment: still a drop finding
+    (d,) = run("TRC002", TraceEvidence(duration=5.0, events=[rst, unrelated]))
+    assert d.message.startswith("1 TCP packet dropped with kernel reason TCP_ABORT_ON_DATA")
+
+
+def test_trc001_timewait_and_state_explained_from_the_kernel() -> None:
+    events = [
+        ev("reset_sent", "10.0.0.2:8080", "10.0.0.9:5000", reason="TCP_TIMEWAIT_SOCKET", state="TIME_WAIT"),
+        ev("reset_sent", "10.0.0.9:5001", "10.0.0.2:8080", reason="TCP_STATE", owner=API),
+    ]
+    found = run("TRC001", TraceEvidence(duration=5.0, events=events))
+    tw = next(f for f in found if "TCP_TIMEWAIT_SOCKET" in f.message)
+    assert "kept sending on a connection this side had already closed" in tw.message
+    assert "FIN_WAIT2" in tw.message and "4-tuple" not in tw.fix.description
+    state = next(f for f in found if "TCP_STATE" in f.message)
+    assert "{on, 0}" in state.message and "{on, 1 s} is not an abort" in state.message
+    assert "SetLinger(0)" in state.fix.description
 
 
 def test_trc001_reasons_are_separate_findings_with_counts() -> None:
@@ -112,6 +176,13 @@ def test_trc003_quiet_when_counters_did_not_grow() -> None:
     assert run("TRC003", overflow_trace(0)) == []
 
 
+def test_trc003_listen_drops_alone_are_not_an_overflow() -> None:
+    """ListenDrops counts other listener drops too (tcp_listendrop): ListenOverflows must grow."""
+    trace = overflow_trace(0)
+    trace.namespaces[0].after["ListenDrops"] += 7
+    assert run("TRC003", trace) == []
+
+
 def storm(n: int, seconds: float, micros: int) -> TraceEvidence:
     events = [
         ev(
@@ -134,6 +205,15 @@ def test_trc004_short_lived_storm() -> None:
     assert f.message.startswith("200 connections to 10.0.0.2:9000 lived under 1 s")
     assert "200 were closed first on this side" in f.message
     assert "TIME_WAIT in host went from 10 to 210" in f.message
+
+
+def test_trc004_fin_wait1_close_is_an_abort_not_time_wait() -> None:
+    """FIN_WAIT1 reaches TIME_WAIT only through FIN_WAIT2 or CLOSING: FIN_WAIT1 -> CLOSE left none."""
+    trace = storm(200, 2.0, 400)
+    for e in trace.events[:150]:
+        e.state = "FIN_WAIT1"
+    (f,) = run("TRC004", trace)
+    assert "50 were closed first on this side" in f.message
 
 
 def test_trc004_quiet_for_few_or_long_lived() -> None:

@@ -253,6 +253,14 @@ def _run_aggregate(spec: ProgramSpec, duration: float | None, fmt: str, output: 
                 timer.cancel()
 
 
+def _netns_file(name: str) -> str:
+    """--netns NAME or PATH as a namespace file, or InputError."""
+    path = name if "/" in name else f"/var/run/netns/{name}"
+    if not Path(path).exists():
+        raise InputError(f"--netns {name}: no such network namespace ({path} does not exist)")
+    return path
+
+
 def trace(
     what: Annotated[
         str,
@@ -276,6 +284,19 @@ def trace(
     pod: Annotated[
         list[str] | None, typer.Option("--pod", help="Only sockets of the pod with this UID.")
     ] = None,
+    netns: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--netns",
+            help="Also sample this network namespace's counters and listeners (TRC003/TRC004): a name "
+            "under /var/run/netns or a /proc/PID/ns/net path. By default only the namespace "
+            "tcpdoctor runs in is sampled (run it with `ip netns exec NAME` to watch another).",
+        ),
+    ] = None,
+    all_namespaces: Annotated[
+        bool,
+        typer.Option("--all-namespaces", help="Sample every network namespace on the node (all pods)."),
+    ] = False,
     duration: Annotated[
         float | None,
         typer.Option("--duration", "-d", help="Stop after this many seconds (default: at Ctrl-C)."),
@@ -339,7 +360,13 @@ def trace(
             sink.write(event_line(e) + "\n")
             sink.flush()
 
-    session = TraceSession(spec, filters, on_event=on_event)
+    session = TraceSession(
+        spec,
+        filters,
+        on_event=on_event,
+        all_namespaces=all_namespaces,
+        netns_files=tuple(_netns_file(n) for n in netns or []),
+    )
     finished = threading.Event()
     if sys.stderr.isatty():
         limit = f" for {duration:g} s" if duration else " (Ctrl-C to stop)"

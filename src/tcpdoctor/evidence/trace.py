@@ -70,6 +70,7 @@ class TraceEvent:
     owner: Attribution = field(default_factory=Attribution)
     peer: Attribution | None = None  # NO_SOCKET reset: the local process whose connection was refused
     has_socket: bool = True  # False for a reset sent with no socket (NO_SOCKET)
+    syn: bool | None = None  # reset_sent: the segment it answered was a SYN (no ACK); None: unknown
     server_side: bool = False  # lifetime: the socket was accepted from a listener
     micros: int | None = None  # lifetime or connect latency
     length: int | None = None  # IP length of a dropped packet
@@ -100,6 +101,8 @@ class TraceEvent:
             out["length"] = self.length
         if self.kind == "reset_sent":
             out["has_socket"] = self.has_socket
+            if self.syn is not None:
+                out["answers_syn"] = self.syn
         if self.kind == "lifetime":
             out["side"] = "server" if self.server_side else "client"
         out["netns"] = self.netns

@@ -28,9 +28,12 @@ TIME_WAIT_GROWTH = 500
 """TRC004: a namespace whose TIME_WAIT count grew by this much during the trace."""
 RETRANS_MIN = 3
 """TRC005: a peer with at least this many retransmissions is a hotspot."""
-ACTIVE_CLOSE_STATES = frozenset({"FIN_WAIT1", "FIN_WAIT2", "CLOSING"})
+ACTIVE_CLOSE_STATES = frozenset({"FIN_WAIT2", "CLOSING"})
 """States a socket leaves for CLOSE when it closed first: it left a TIME_WAIT sock behind
-(inet_sock_set_state never reports TIME_WAIT itself: net/ipv4/tcp_minisocks.c tcp_time_wait)."""
+(inet_sock_set_state never reports TIME_WAIT itself: net/ipv4/tcp_minisocks.c tcp_time_wait).
+FIN_WAIT1 is not one: its FIN must be acknowledged first, which moves it to FIN_WAIT2
+(tcp_rcv_state_process in net/ipv4/tcp_input.c), or a FIN crossing it moves it to CLOSING
+(tcp_fin); FIN_WAIT1 -> CLOSE is an abort (a reset, a timeout), with no TIME_WAIT."""
 
 # What each kernel reset reason means, and what to do (include/net/rstreason.h; net/ipv4/tcp.c).
 RESET_REASONS: dict[str, tuple[str, str]] = {
@@ -44,8 +47,11 @@ RESET_REASONS: dict[str, tuple[str, str]] = {
         "read the request (or response body) fully before closing; in Go drain and Close the body",
     ),
     "TCP_STATE": (
-        "the socket was aborted from its state: close() with SO_LINGER {on, 0} or a disconnect",
-        "close gracefully (no zero linger) unless the abort is intended, e.g. a probe dialer",
+        "the socket was aborted from its state: close() with SO_LINGER {on, 0} (a zero linger time), "
+        "or a disconnect (connect(AF_UNSPEC)); a non-zero linger such as the kubelet probe dialer's "
+        "{on, 1 s} is not an abort: its close sends FIN and still leaves TIME_WAIT",
+        "find the code that sets SO_LINGER to {1, 0} (Go: TCPConn.SetLinger(0)) and close gracefully "
+        "unless the abort is intended; it is not the kubelet's probe, whose 1 s linger closes with FIN",
     ),
     "TCP_ABORT_ON_LINGER": (
         "the socket was closed in FIN_WAIT2 with TCP_LINGER2 negative (abort instead of waiting for the peer's FIN)",
@@ -64,8 +70,12 @@ RESET_REASONS: dict[str, tuple[str, str]] = {
         "look for a middlebox idle timeout or a dead peer on that path",
     ),
     "TCP_TIMEWAIT_SOCKET": (
-        "a segment hit a TIME_WAIT socket that could not accept it",
-        "reuse connections instead of reopening the same 4-tuple",
+        "the peer kept sending on a connection this side had already closed: new data (or a SYN) "
+        "reached the time-wait socket while it still waited for the peer's FIN (FIN_WAIT2 substate, "
+        "tcp_timewait_state_process in net/ipv4/tcp_minisocks.c)",
+        "make the peer stop sending before this side closes: close only after reading the peer's "
+        "EOF (or shutdown(SHUT_WR) and read to EOF), and give idle keep-alive clients a shorter "
+        "idle timeout than this server's so they never write to a connection it closed",
     ),
     "TCP_DISCONNECT_WITH_DATA": (
         "the application disconnected with data still to send",
@@ -161,6 +171,44 @@ def grouped(events: Iterable[TraceEvent], key: Callable[[TraceEvent], str]) -> d
     return dict(sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])))
 
 
+# --- one reset, one finding: what the kernel reported more than once ---------------------------
+
+SAME_SEGMENT_S = 0.05
+"""A reset and the drop or receive it caused are the same softirq: microseconds apart."""
+
+
+def _mirrored(a: TraceEvent, b: TraceEvent) -> bool:
+    return a.local == b.remote and a.remote == b.local and abs(a.time - b.time) <= SAME_SEGMENT_S
+
+
+def drops_explained_by_resets(trace: TraceEvidence) -> dict[int, TraceEvent]:
+    """Drops of the segment a reset answered, keyed by id(drop), with that reset.
+
+    When the kernel answers a segment with RST it frees the segment with the same reason
+    (tcp_v4_rcv ``goto no_tcp_socket`` -> tcp_v4_send_reset then kfree_skb_reason(NO_SOCKET);
+    tcp_v4_do_rcv ``goto reset`` after tcp_rcv_state_process returned e.g. TCP_ABORT_ON_DATA):
+    one event, not a separate drop. The drop is the packet (src -> dst), the reset its answer."""
+    resets = [e for e in trace.of_kind("reset_sent") if e.reason]
+    out: dict[int, TraceEvent] = {}
+    for d in trace.of_kind("drop"):
+        match = next((r for r in resets if r.reason == d.reason and _mirrored(r, d)), None)
+        if match is not None:
+            out[id(d)] = match
+    return out
+
+
+def receives_of_own_resets(trace: TraceEvidence) -> dict[int, TraceEvent]:
+    """Resets received by a local socket that a local reset_sent already reports (loopback, or
+    both pods on this node): the same RST seen from both ends. Keyed by id(received)."""
+    sent = trace.of_kind("reset_sent")
+    out: dict[int, TraceEvent] = {}
+    for r in trace.of_kind("reset_received"):
+        match = next((x for x in sent if _mirrored(x, r)), None)
+        if match is not None:
+            out[id(r)] = match
+    return out
+
+
 # --- TRC001: resets ------------------------------------------------------------------------------
 
 
@@ -173,16 +221,48 @@ def grouped(events: Iterable[TraceEvent], key: Callable[[TraceEvent], str]) -> d
 )
 def resets_by_reason(bag: EvidenceBag) -> Iterator[Finding]:
     trace = trace_of(bag)
-    sent = grouped(trace.of_kind("reset_sent"), lambda e: e.reason or "unknown (no reason on this kernel)")
-    for reason, events in sent.items():
-        yield _reset_finding(trace, events, f"sent with kernel reason {reason}", reason)
-    received = grouped(trace.of_kind("reset_received"), lambda e: e.state)
+    echoes = Counter(id(r) for r in drops_explained_by_resets(trace).values())
+    echoes.update(id(r) for r in receives_of_own_resets(trace).values())
+    sent = grouped(trace.of_kind("reset_sent"), _sent_group)
+    for group, events in sent.items():
+        reason = "NO_SOCKET" if group.startswith("NO_SOCKET") else group
+        side = f"sent with kernel reason {reason}"
+        if group == NO_SOCKET_LATE:
+            side += " answering late segments (not SYNs)"
+        yield _reset_finding(trace, events, side, group, echoes)
+    folded = receives_of_own_resets(trace)
+    received = grouped([e for e in trace.of_kind("reset_received") if id(e) not in folded], lambda e: e.state)
     for state, events in received.items():
-        yield _reset_finding(trace, events, f"received in state {state}", f"received:{state}")
+        yield _reset_finding(trace, events, f"received in state {state}", f"received:{state}", Counter())
 
 
-def _reset_finding(trace: TraceEvidence, events: list[TraceEvent], side: str, reason: str | None) -> Finding:
+NO_SOCKET_LATE = "NO_SOCKET late"
+"""TRC001 group: NO_SOCKET resets answering a segment that is not a SYN (a connection already
+gone on this side), apart from refused connects (a SYN with no listener)."""
+
+
+def _sent_group(e: TraceEvent) -> str:
+    if e.reason == "NO_SOCKET" and e.syn is False:
+        return NO_SOCKET_LATE
+    return e.reason or "unknown (no reason on this kernel)"
+
+
+def _echo_note(events: list[TraceEvent], echoes: Counter[int]) -> str | None:
+    """What the same resets also produced (the segment's drop, the local peer's receive)."""
+    n = sum(1 for e in events if echoes[id(e)])
+    if not n:
+        return None
+    return (
+        f"{n} of them also showed as the answered segment's drop or the local peer's "
+        "received reset (the same event, not reported again by TRC002 or here)"
+    )
+
+
+def _reset_finding(
+    trace: TraceEvidence, events: list[TraceEvent], side: str, reason: str | None, echoes: Counter[int]
+) -> Finding:
     peers = Counter(e.remote for e in events)
+    late = reason == NO_SOCKET_LATE
     no_socket = reason == "NO_SOCKET"
     owners, atts = owners_of(events, (lambda e: e.peer) if no_socket else (lambda e: e.owner))
     meaning, fix = RESET_REASONS.get(reason or "", ("", "look at what the peer sent just before the reset"))
@@ -192,15 +272,39 @@ def _reset_finding(trace: TraceEvidence, events: list[TraceEvent], side: str, re
     elif reason is not None and reason.startswith("received:"):
         meaning = "the peer (or a middlebox) aborted the connection"
         fix = "trace or capture on the peer's side to read its reason"
+    elif late:
+        owners, atts = owners_of(events, lambda e: e.peer)
+        meaning = (
+            "segments arrived for connections this side no longer has (closed, aborted or "
+            "expired): the peer kept using a connection after this side had let it go"
+        )
+        fix = (
+            "make clients stop reusing connections the server closes (client idle timeout shorter "
+            "than the server's); these are not refused connects"
+        )
     parts = [f"{plural(len(events), 'reset')} {side} {over(trace)}"]
     if meaning:
         parts.append(meaning)
     if no_socket:
         ports = Counter(e.local for e in events)
         parts.append(f"refused on {top(ports)}")
+    elif late:
+        parts.append(f"to ports {top(Counter(e.local for e in events))}")
     parts.append(f"top peers {top(peers)}")
+    echo = _echo_note(events, echoes)
+    if echo:
+        parts.append(echo)
     if owners:
-        parts.append(("the refused connections belong to " if no_socket else "sockets of ") + top(owners))
+        parts.append(
+            (
+                "the refused connections belong to "
+                if no_socket
+                else "the peers' sockets belong to "
+                if late
+                else "sockets of "
+            )
+            + top(owners)
+        )
     elif no_socket:
         parts.append("no local socket to attribute (the peers are remote, or their sockets were not seen)")
     return resets_by_reason.finding(
@@ -223,7 +327,8 @@ def _reset_finding(trace: TraceEvidence, events: list[TraceEvent], side: str, re
 )
 def drops_by_reason(bag: EvidenceBag) -> Iterator[Finding]:
     trace = trace_of(bag)
-    drops = [e for e in trace.of_kind("drop") if e.reason not in ROUTINE_DROPS]
+    explained = drops_explained_by_resets(trace)  # reported with the reset (TRC001)
+    drops = [e for e in trace.of_kind("drop") if e.reason not in ROUTINE_DROPS and id(e) not in explained]
     for reason, events in grouped(drops, lambda e: e.reason or "unknown").items():
         flows = Counter(f"{e.local} -> {e.remote}" for e in events)
         flags = Counter(e.state for e in events)
@@ -252,7 +357,10 @@ def drops_by_reason(bag: EvidenceBag) -> Iterator[Finding]:
 
 
 def overflowed(ns: NamespaceCounters) -> bool:
-    return ns.delta("ListenOverflows") > 0 or ns.delta("ListenDrops") > 0
+    """ListenOverflows: the accept queue was full (tcp_conn_request, tcp_v4_syn_recv_sock).
+    ListenDrops alone is not enough: tcp_listendrop() also counts SYNs a listener dropped for
+    other reasons (a failed child allocation, a SYN flood without syncookies, ...)."""
+    return ns.delta("ListenOverflows") > 0
 
 
 def full_listeners(trace: TraceEvidence, netns: int) -> list[ListenerSample]:

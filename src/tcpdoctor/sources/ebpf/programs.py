@@ -103,10 +103,32 @@ def _guard(test: str) -> str:
     return f"if ({test or 1}) "
 
 
-_SK_ATTR = """  $cg = $sk->sk_cgrp_data.cgroup->kn->id;
-  $ns = $sk->__sk_common.skc_net.net->ns.inum;
-  $opid = @opid[$sk]; $ocomm = @ocomm[$sk];
-"""
+# TCP_TIME_WAIT and TCP_NEW_SYN_RECV: the "socket" is an inet_timewait_sock or a request_sock,
+# which share only struct sock_common with a full socket (include/net/sock.h sk_fullsock()).
+_TIME_WAIT, _NEW_SYN_RECV = 6, 12
+
+
+def _sk_attr(sk: str = "$sk", indent: str = "  ", fallback_ns: str = "0", gone: bool = True) -> str:
+    """Cgroup, netns and owner of ``sk`` (may be NULL, a time-wait or a request sock).
+
+    The cgroup is read only from a full socket: ``sk_cgrp_data`` lies past the end of an
+    inet_timewait_sock or request_sock. The netns is in ``sock_common``, valid for all three.
+    The owner is the live entry, else the one kept when the socket was destroyed (a reset or
+    drop that follows tcp_done(), e.g. TCP_ABORT_ON_DATA, still names its process)."""
+    i = indent
+    kept = f"{i}if ($opid == 0) {{ $opid = @gpid[{sk}]; $ocomm = @gcomm[{sk}]; }}\n" if gone else ""
+    return (
+        f"{i}$cg = (uint64)0; $ns = (uint64){fallback_ns};\n"
+        f"{i}if ((uint64){sk} != 0) {{\n"
+        f"{i}  $ns = {sk}->__sk_common.skc_net.net->ns.inum;\n"
+        f"{i}  if ({sk}->__sk_common.skc_state != {_TIME_WAIT} && {sk}->__sk_common.skc_state != {_NEW_SYN_RECV}) "
+        f"{{ $cg = {sk}->sk_cgrp_data.cgroup->kn->id; }}\n"
+        f"{i}}}\n"
+        f"{i}$opid = @opid[{sk}]; $ocomm = @ocomm[{sk}];\n" + kept
+    )
+
+
+_SK_ATTR = _sk_attr()
 
 _PORTS_TP = "  $sport = args->sport; $dport = args->dport;\n"
 
@@ -126,6 +148,9 @@ def _ownership(state_fmt: TracepointFormat, agg: bool) -> str:
     """Socket ownership bookkeeping on inet_sock_set_state (always attached when sockets are traced)."""
     # Socket addresses are reused as soon as a socket is freed: every entry is (re)written when a
     # socket starts its life, so nothing stale from a previous socket at that address survives.
+    # tcp_done() destroys a socket before its caller sends the reset (tcp_rcv_state_process ->
+    # tcp_reset -> tcp_done, then tcp_v4_do_rcv sends the RST and frees the segment): the owner
+    # moves to @gpid/@gcomm on destroy and stays there until a new socket is born at that address.
     born = "" if agg else "@born[$sk] = nsecs;"
     srv = "" if agg else "@srv[$sk] = 1;"
     not_srv = "" if agg else "delete(@srv[$sk]);"
@@ -133,6 +158,7 @@ def _ownership(state_fmt: TracepointFormat, agg: bool) -> str:
   $sk = (struct sock *)args->skaddr; $sport = args->sport; $dport = args->dport;
   $old = args->oldstate; $new = args->newstate;
   $ns = $sk->__sk_common.skc_net.net->ns.inum;
+  if ($new == {_SYN_SENT} || $new == {_SYN_RECV} || $new == {_LISTEN}) {{ delete(@gpid[$sk]); delete(@gcomm[$sk]); }}
   if ($new == {_SYN_SENT}) {{ @opid[$sk] = pid; @ocomm[$sk] = comm; {born} {not_srv} }}
   if ($new == {_LISTEN}) {{ @lpid[$ns, $sport] = pid; @lcomm[$ns, $sport] = comm; }}
   if ($new == {_SYN_RECV}) {{
@@ -145,6 +171,7 @@ def _ownership(state_fmt: TracepointFormat, agg: bool) -> str:
 }}
 tracepoint:tcp:tcp_destroy_sock {{
   $sk = (struct sock *)args->skaddr;
+  if (@opid[$sk]) {{ @gpid[$sk] = @opid[$sk]; @gcomm[$sk] = @ocomm[$sk]; }}
   delete(@opid[$sk]); delete(@ocomm[$sk]);{"" if agg else " delete(@born[$sk]); delete(@srv[$sk]);"}
 }}
 """
@@ -165,7 +192,9 @@ def _state_body(spec: ProgramSpec) -> str:
             lines.append(f"if ($new == {_ESTABLISHED}) {{ @established = count(); }}")
             lines.append(f"if ($new == {_CLOSE} && $old != {_SYN_SENT}) {{ @closed = count(); }}")
         return f"{_guard(test)}{{ {' '.join(lines)} }}"
-    parts = [_SK_ATTR, _ADDRS_TP, "  $age = @born[$sk] ? (nsecs - @born[$sk]) / 1000 : -1;\n"]
+    # state changes come before tcp_destroy_sock: the live owner is there (and bpftrace could not
+    # type @gpid yet: it is first written in the destroy probe, below this one)
+    parts = [_sk_attr(gone=False), _ADDRS_TP, "  $age = @born[$sk] ? (nsecs - @born[$sk]) / 1000 : -1;\n"]
     if want_conn:
         parts.append(
             f"  if ($old == {_SYN_SENT} && ($new == {_ESTABLISHED} || $new == {_CLOSE})) {{ "
@@ -208,21 +237,36 @@ def _resets(fmts: KernelFormats, spec: ProgramSpec, prog: Program) -> str:
             addrs = _PORTS_TP + _ADDRS_TP
             sport, dport = "$sport", "$dport"
             test = _port_test(spec.ports, sport, dport)
-        # NO_SOCKET resets have no socket: the namespace is the one of the packet that provoked it
-        attr = """  $sk = (struct sock *)args->skaddr;
-  $cg = (uint64)$sk != 0 ? $sk->sk_cgrp_data.cgroup->kn->id : 0;
-  $ns = (uint64)$sk != 0 ? $sk->__sk_common.skc_net.net->ns.inum : ((struct sk_buff *)args->skbaddr)->dev->nd_net.net->ns.inum;
-  $opid = @opid[$sk]; $ocomm = @ocomm[$sk];
+        # NO_SOCKET resets have no socket: the namespace is the one of the packet that provoked it.
+        # The socket may be an inet_timewait_sock (TCP_TIMEWAIT_SOCKET): see _sk_attr.
+        attr = "  $sk = (struct sock *)args->skaddr;\n" + _sk_attr(
+            fallback_ns="((struct sk_buff *)args->skbaddr)->dev->nd_net.net->ns.inum"
+        )
+        # the segment answered (NULL for a reset of our own: close, linger 0, keepalive): a SYN
+        # without ACK means a refused connect, anything else a segment for a connection gone
+        if send.has("skbaddr"):
+            attr += """  $syn = (uint64)0;
+  if ((uint64)args->skbaddr != 0) {
+    $rskb = (struct sk_buff *)args->skbaddr;
+    $rth = (struct tcphdr *)($rskb->head + $rskb->transport_header);
+    if ($rth->syn && !$rth->ack) { $syn = (uint64)1; }
+  }
 """
+            answered = "(((uint64)$sk != 0) + 2 * $syn)"
+        else:
+            answered = "((uint64)$sk != 0)"
         if agg:
             body = f"  @resets_sent[{reason}, {state}] = count();\n"
             if sockaddr:
                 test = _port_test(spec.ports, "((struct sockaddr_in *)args->saddr)->sin_port",
                                   "((struct sockaddr_in *)args->daddr)->sin_port", network_order=True)  # fmt: skip
-            out.append(f"{send.probe} {{\n  {_guard(test)}{{\n{body}  }}\n}}\n")
+                ports_needed = ""
+            else:  # the older layout's filter reads $sport/$dport: assign them as the other probes do
+                ports_needed = _PORTS_TP if spec.ports else ""
+            out.append(f"{send.probe} {{\n{ports_needed}  {_guard(test)}{{\n{body}  }}\n}}\n")
         else:
             host_ports = (f"bswap({sport})", f"bswap({dport})") if sockaddr else (sport, dport)
-            rec = _record("RS", *host_ports, state, reason, "((uint64)$sk != 0)")
+            rec = _record("RS", *host_ports, state, reason, answered)
             out.append(f"{send.probe} {{\n{addrs}{attr}  {_guard(test)}{{ {rec} }}\n}}\n")
     recv = fmts.get("tcp", "tcp_receive_reset")
     if recv is None:
@@ -280,10 +324,8 @@ def _drops(fmts: KernelFormats, spec: ProgramSpec, prog: Program) -> str:
         if spec.aggregate_every
         else f"""    $sk = (struct sock *){rx};
     if ((uint64)$sk == 0) {{ $sk = $skb->sk; }}
-    $cg = (uint64)$sk != 0 ? $sk->sk_cgrp_data.cgroup->kn->id : 0;
-    $ns = (uint64)$sk != 0 ? $sk->__sk_common.skc_net.net->ns.inum : ((uint64)$skb->dev != 0 ? $skb->dev->nd_net.net->ns.inum : 0);
-    $opid = @opid[$sk]; $ocomm = @ocomm[$sk];
 """
+        + _sk_attr(indent="    ", fallback_ns="((uint64)$skb->dev != 0 ? $skb->dev->nd_net.net->ns.inum : 0)")
     )
     # Only TCP segments: parse the IP header the skb points at (v4 and v6), then the TCP header.
     return f"""{tp.probe} /args->protocol == 0x0800 || args->protocol == 0x86DD/ {{
@@ -357,7 +399,7 @@ def build_program(spec: ProgramSpec, fmts: KernelFormats) -> Program:
     text = "".join(parts)
     scratch = [
         m
-        for m in ("@opid", "@ocomm", "@lpid", "@lcomm", "@born", "@srv", "@ready")
+        for m in ("@opid", "@ocomm", "@gpid", "@gcomm", "@lpid", "@lcomm", "@born", "@srv", "@ready")
         if f"{m}[" in text or f"{m} =" in text
     ]
     if scratch:  # bookkeeping maps are not results: do not let bpftrace print them at exit

@@ -232,7 +232,8 @@ def parse_record(
     if code == "RS":
         tp = formats.get("tcp_send_reset")
         event.reason = None if reason_code < 0 or tp is None else tp.symbol("reason", reason_code)
-        event.has_socket = bool(value)
+        event.has_socket = bool(value & 1)  # programs._resets: has_socket + 2 * (answers a SYN)
+        event.syn = bool(value & 2)
     elif code == "DR":
         tp = formats.get("kfree_skb")
         event.reason = None if reason_code < 0 or tp is None else tp.symbol("reason", reason_code)
@@ -315,6 +316,8 @@ class TraceSession:
     on_counts: Callable[[dict[str, dict[str, int]]], None] | None = None
     formats: KernelFormats | None = None
     ready: threading.Event = field(default_factory=threading.Event)  # set once the probes are attached
+    all_namespaces: bool = False  # sample every network namespace's counters and listeners
+    netns_files: tuple[str, ...] = ()  # sample these namespaces too (default: only our own)
 
     def run(self, duration: float | None, stop: threading.Event | None = None) -> TraceEvidence:
         exe = check_environment()
@@ -324,7 +327,11 @@ class TraceSession:
         evidence = TraceEvidence(what=self.spec.what, notes=list(program.notes))
         watch_pids = sorted(self.filters.pids) if self.filters.pids else None
         # the namespaces' counters are also the fallback when a tracepoint is missing (program.notes)
-        watch = NamespaceWatch(watch_pids) if "overflow" in self.spec.what or program.notes else None
+        watch = (
+            NamespaceWatch(watch_pids, all_namespaces=self.all_namespaces, netns_files=self.netns_files)
+            if "overflow" in self.spec.what or program.notes
+            else None
+        )
         runner = Bpftrace(program.text, exe) if program.probes else None
         stop = stop or threading.Event()
         start_ns = time.monotonic_ns()

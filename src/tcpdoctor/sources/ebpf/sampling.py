@@ -118,6 +118,28 @@ def namespaces(pids: Iterable[int] | None = None) -> dict[int, tuple[str, str]]:
     return found
 
 
+def own_namespace(extra: Iterable[str] = ()) -> dict[int, tuple[str, str]]:
+    """The namespace this process runs in (what `tcpdoctor trace` samples by default: the one
+    `ip netns exec NAME tcpdoctor trace` or a pod's node agent is in), plus the namespace files
+    ``extra`` (``/var/run/netns/NAME``, ``/proc/PID/ns/net``) the user named."""
+    names: dict[int, str] = {}
+    try:
+        for entry in os.scandir(NAMED_NETNS):
+            ino = _ns_file_inode(entry.path)
+            if ino is not None:
+                names.setdefault(ino, f"netns {entry.name}")
+    except OSError:
+        pass
+    host = netns_inode(1)
+    found: dict[int, tuple[str, str]] = {}
+    for ns_file in ("/proc/self/ns/net", *extra):
+        ino = _ns_file_inode(ns_file)
+        if ino is not None and ino not in found:
+            label = "host" if ino == host else names.get(ino, f"netns {ino}")
+            found[ino] = (ns_file, label)
+    return found
+
+
 def comm_of(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
@@ -191,8 +213,17 @@ class _NamespaceSampler:
 class NamespaceWatch:
     """Counters at start and end, and listener queues sampled every ``period`` seconds, per namespace."""
 
-    def __init__(self, pids: Iterable[int] | None = None, period: float | None = None) -> None:
-        found = namespaces(pids)
+    def __init__(
+        self,
+        pids: Iterable[int] | None = None,
+        period: float | None = None,
+        *,
+        all_namespaces: bool = False,
+        netns_files: Iterable[str] = (),
+    ) -> None:
+        """The namespaces of ``pids``; else every namespace with ``all_namespaces``; else this
+        process's own namespace and ``netns_files``."""
+        found = namespaces(pids) if pids is not None or all_namespaces else own_namespace(netns_files)
         self.truncated = len(found) > MAX_NAMESPACES
         own = netns_inode("self")
         self.samplers: list[_NamespaceSampler] = []
@@ -252,6 +283,11 @@ class NamespaceWatch:
             ls.max_queue = max(ls.max_queue, queue)
             if queue > backlog:  # sk_acceptq_is_full(): sk_ack_backlog > sk_max_ack_backlog
                 ls.full_samples += 1
+                if ls.pid is None and ls.full_samples == 1:
+                    # name the owner now: a listener that overflows may be gone when the trace stops
+                    owner = socket_owners({inode}).get(inode)
+                    if owner is not None:
+                        ls.pid, ls.comm = owner
 
     def stop(self) -> tuple[list[NamespaceCounters], list[ListenerSample], list[str]]:
         self._stop.set()
@@ -267,8 +303,8 @@ class NamespaceWatch:
                 continue  # the namespace went away, or refused us
             counters.append(s.counters)
             listeners.extend(s.listeners.values())
-        owners = socket_owners({ls.inode for ls in listeners})
+        owners = socket_owners({ls.inode for ls in listeners if ls.pid is None})
         for ls in listeners:
-            if ls.inode in owners:
+            if ls.pid is None and ls.inode in owners:
                 ls.pid, ls.comm = owners[ls.inode]
         return counters, listeners, notes
