@@ -10,7 +10,8 @@ on the 4x file so as not to exhaust a shared machine).
 
     .venv/bin/python benchmarks/pcap_throughput.py [--packets 2000000] [--runs 3] [--dir /tmp]
 
-The figures are appended to benchmarks/RESULTS.md with --record.
+With --record the figures replace this benchmark's section of benchmarks/RESULTS.md (between
+its markers; the reading written under them by hand goes too).
 """
 
 from __future__ import annotations
@@ -167,6 +168,30 @@ def write_capture(path: Path, packets: int, seed: int = 7) -> tuple[int, int]:
     return written, conns
 
 
+BEGIN, END = "<!-- pcap_throughput.py: begin -->", "<!-- pcap_throughput.py: end -->"
+
+
+def record(args: argparse.Namespace, lines: list[str]) -> None:
+    """Replace this benchmark's section of benchmarks/RESULTS.md (between its markers)."""
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    section = (
+        f"{BEGIN}\n## pcap throughput (`benchmarks/pcap_throughput.py`)\n\n"
+        f"Command: `.venv/bin/python benchmarks/pcap_throughput.py --packets {args.packets} --runs {args.runs} --record`"
+        f" ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores shared with other jobs,"
+        f" load average {load} at the end; medians of runs alternated with tshark)\n\n"
+        + "".join(f"- {line}\n" for line in lines)
+        + END
+    )
+    results = HERE / "RESULTS.md"
+    text = results.read_text(encoding="utf-8") if results.exists() else "# Benchmark results\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    results.write_text(text, encoding="utf-8")
+
+
 @dataclass
 class Run:
     seconds: float
@@ -193,7 +218,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")))
     ap.add_argument("--no-4x", action="store_true", help="skip the 4x file (memory flatness)")
-    ap.add_argument("--record", action="store_true", help="append the figures to benchmarks/RESULTS.md")
+    ap.add_argument(
+        "--record",
+        action="store_true",
+        help="write the figures into benchmarks/RESULTS.md (replaces its section)",
+    )
     args = ap.parse_args()
     tshark = shutil.which("tshark")
     tcpdoctor = [sys.executable, "-m", "tcpdoctor.cli", "pcap"]
@@ -244,7 +273,9 @@ def main() -> None:
             if runs[name]:
                 sec, rss = med(name)
                 lines.append(
-                    f"{labels[name]}: {n1 / sec:,.0f} packets/s ({sec:.2f} s), peak RSS {rss:.0f} MB"
+                    f"{labels[name]}: {n1 / sec:,.0f} packets/s ({sec:.2f} s; runs "
+                    + ", ".join(f"{r.seconds:.2f}" for r in runs[name])
+                    + f" s), peak RSS {rss:.0f} MB"
                 )
         if runs["tshark"]:
             th = med("tshark")[0]
@@ -265,13 +296,7 @@ def main() -> None:
                 print(lines[-1], flush=True)
         print("\n".join(lines))
         if args.record:
-            with (HERE / "RESULTS.md").open("a", encoding="utf-8") as fh:
-                fh.write(
-                    "\n## pcap throughput (`benchmarks/pcap_throughput.py`)\n\n"
-                    f"Command: `.venv/bin/python benchmarks/pcap_throughput.py --packets {args.packets} --runs {args.runs} --record`"
-                    f" ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores shared with other jobs; medians of runs alternated with tshark)\n\n"
-                    + "".join(f"- {line}\n" for line in lines)
-                )
+            record(args, lines)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
