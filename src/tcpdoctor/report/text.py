@@ -29,7 +29,10 @@ def make_console(out: IO[str], color: bool | None) -> Console:
 
 
 def _file_of(f: Finding) -> str:
-    return f.location.path if f.location else "(no file)"
+    """The group heading: the file, or for findings without one (node, trace, probe) what they are about."""
+    if f.location:
+        return f.location.path
+    return str(f.subject) if f.subject.to_dict() else "(no file)"
 
 
 def _position(f: Finding) -> str:
@@ -42,7 +45,8 @@ def write_findings(console: Console, findings: list[Finding]) -> None:
     for path, in_file in groupby(findings, key=_file_of):
         console.print(f"[bold]{escape(path)}[/bold]")
         for subject, group in groupby(in_file, key=lambda f: str(f.subject)):
-            console.print(f"  [bold dim]{escape(subject)}[/bold dim]")
+            if subject != path:  # a node or a probe is already the heading
+                console.print(f"  [bold dim]{escape(subject)}[/bold dim]")
             for f in group:
                 sev = f.severity
                 pos = _position(f)
