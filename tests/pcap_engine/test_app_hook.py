@@ -164,3 +164,18 @@ def test_repeated_head_texts_are_shared_and_the_table_is_bounded(monkeypatch: An
     for i in range(20):
         assert http1._text(b"v%d" % i) == f"v{i}"
     assert len(http1._TEXTS) <= 8
+
+
+def test_the_partial_record_is_built_only_when_a_factory_reads_it(tmp_path: Path) -> None:
+    f = tmp_path / "app.pcap"
+    capture(f)
+
+    class Blind(Factory):
+        reads_connection = False
+
+    blind = Blind()
+    CaptureAnalysis(str(f), engine=Engine([blind])).run()
+    assert [(c, d) for c, d, _ in blind.opened] == [(":0", "client")]  # the placeholder
+    blind2, reader = Blind(), Factory()
+    CaptureAnalysis(str(f), engine=Engine([blind2, reader])).run()
+    assert [c for c, _, _ in blind2.opened] == ["10.0.0.1:40000"]  # one factory reads it: the real one

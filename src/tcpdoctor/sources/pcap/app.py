@@ -354,6 +354,7 @@ class AppAnalyzerFactory:
     """Offers :class:`AppAnalyzer` to every connection whose client speaks first."""
 
     name = "app"
+    reads_connection = False  # open() decides from the first bytes only (the tracker skips the record)
 
     def __init__(self) -> None:
         self.ledger: ProbeLedger | None = None

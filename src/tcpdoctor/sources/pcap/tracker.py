@@ -754,6 +754,7 @@ class Engine:
         capacity: int = 1 << 18,  # rows; np.zeros maps them lazily: only rows ever used become resident
     ) -> None:
         self.factories = list(factories)
+        self._reads_connection = any(getattr(f, "reads_connection", True) for f in self.factories)
         self.linger = linger
         self.idle_timeout = idle_timeout
         self.max_app_bytes = max_app_bytes
@@ -886,7 +887,8 @@ class Engine:
                 ac.analyzer.closed(_DIRS[d], first + i, ts, bool(flags & RST))
 
     def _open_app(self, cid: int, slot: int, d: int, first: bytes) -> _AppConn | None:
-        conn = self._partial(slot)
+        # a factory that declares ``reads_connection = False`` gets a placeholder, not the record
+        conn = self._partial(slot) if self._reads_connection else _UNREAD
         for factory in self.factories:
             analyzer = factory.open(conn, _DIRS[d], first)
             if analyzer is not None:
@@ -1222,6 +1224,10 @@ def _quiet(ac: _AppConn | None) -> bool:
         return True
     quiet = getattr(ac.analyzer, "quiet", None)
     return callable(quiet) and bool(quiet())
+
+
+# what AnalyzerFactory.open receives when no factory reads it (building the record costs ~5 us)
+_UNREAD = Connection(0, Endpoint("", 0), Endpoint("", 0), 0.0, 0.0, 0, 0)
 
 
 def _num(x: float) -> float | None:
