@@ -62,6 +62,8 @@ class Scenario:
     backlog_port: int = 0
     storm_port: int = 0
     abort_port: int = 0
+    tw_port: int = 0
+    tw_client_port: int = 0
     abort_client_port: int = 0
     abort_server_pid: int = 0
     netns_inode: int = 0
@@ -117,6 +119,20 @@ def _loopback_scenarios(sc: Scenario) -> None:
         pass
     else:
         sc.errors.append(f"port {sc.closed_port} was open")
+    # default TCP_LINGER2: the closed server socket becomes a timewait sock in the FIN_WAIT2
+    # substate; data from the client then gets TCP_TIMEWAIT_SOCKET (tcp_timewait_state_process)
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", sc.tw_port))
+        srv.listen(8)
+        with socket.create_connection(("127.0.0.1", sc.tw_port)) as c:
+            sc.tw_client_port = c.getsockname()[1]
+            peer, _ = srv.accept()
+            peer.close()
+            if c.recv(1) != b"":
+                sc.errors.append("the time-wait server did not close")
+            time.sleep(0.05)
+            c.sendall(b"data for a closed connection")
+            time.sleep(0.2)
     with socket.create_connection(("127.0.0.1", sc.abort_port)) as c:
         sc.abort_client_port = c.getsockname()[1]
         c.sendall(b"ping")
@@ -151,7 +167,11 @@ def _loopback_scenarios(sc: Scenario) -> None:
 def live(bpftrace: str) -> Iterator[Scenario]:
     ensure_tracefs()
     sc = Scenario(
-        closed_port=free_port(), linger_port=free_port(), graceful_port=free_port(), abort_port=free_port()
+        closed_port=free_port(),
+        linger_port=free_port(),
+        graceful_port=free_port(),
+        abort_port=free_port(),
+        tw_port=free_port(),
     )
     sc.drop_port, sc.backlog_port, sc.storm_port = random.sample(range(20000, 30000), 3)
     with netns.topology("tdtest-") as topo:
@@ -171,6 +191,7 @@ def live(bpftrace: str) -> Iterator[Scenario]:
             sc.backlog_port,
             sc.storm_port,
             sc.abort_port,
+            sc.tw_port,
         )
         # the namespace this test made is sampled too (by default only our own is)
         session = TraceSession(ProgramSpec(ports=ports), netns_files=(f"/var/run/netns/{ns.name}",))
@@ -331,3 +352,17 @@ def test_refused_connect_is_one_finding(live: Scenario) -> None:
     assert not [f for f in live.findings("TRC002") if port in f.message]
     (rst,) = [e for e in live.evidence.of_kind("reset_sent") if e.sport == live.closed_port]
     assert rst.syn is True
+
+
+def test_timewait_socket_reset_reads_no_cgroup(live: Scenario) -> None:
+    """tcp_send_reset on an inet_timewait_sock: sk_cgrp_data lies past that object, so no cgroup
+    is read (0), while the netns (in sock_common) is still right."""
+    resets = [
+        e
+        for e in live.evidence.of_kind("reset_sent")
+        if e.sport == live.tw_port and e.dport == live.tw_client_port
+    ]
+    assert len(resets) == 1, live.evidence.of_kind("reset_sent")
+    assert resets[0].reason == "TCP_TIMEWAIT_SOCKET" and resets[0].state == "TIME_WAIT"
+    assert resets[0].owner.cgroup_id == 0
+    assert resets[0].netns == os.stat("/proc/self/ns/net").st_ino

@@ -82,6 +82,17 @@ def test_only_integers_in_program_text(tmp_path: Path) -> None:
     assert not re.search(r"\"[^\"]*31337", prog.text)
 
 
+def test_cgroup_read_only_from_full_sockets(tmp_path: Path) -> None:
+    """A reset's or drop's socket may be a timewait (6) or request (12) sock: sk_cgrp_data is
+    read only under the sk_fullsock() test, on every probe that reads it."""
+    fmts = fake_tracefs(tmp_path, {"tcp:tcp_send_reset": OLD_SEND_RESET})
+    text = build_program(ProgramSpec(), fmts).text
+    reads = [line for line in text.splitlines() if "sk_cgrp_data" in line]
+    assert reads
+    for line in reads:
+        assert "skc_state != 6" in line and "skc_state != 12" in line, line
+
+
 def test_aggregate_maps_follow_capabilities() -> None:
     assert aggregate_maps(ProgramSpec(what=("drops",), aggregate_every=5)) == ["@drops"]
     assert "@resets_sent" in aggregate_maps(ProgramSpec(aggregate_every=5))
