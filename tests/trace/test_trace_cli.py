@@ -44,6 +44,10 @@ def test_help_teaches() -> None:
         (["--format", "xml"], "--format 'xml'"),
         (["--aggregate", "5", "--pid", "1"], "--aggregate counts in the kernel"),
         (["--duration", "-1"], "--duration"),
+        (
+            ["--netns", "tdtest-no-such-namespace-x9"],
+            "--netns tdtest-no-such-namespace-x9: no such network namespace",
+        ),
     ],
 )
 def test_bad_options(args: list[str], text: str) -> None:
