@@ -82,6 +82,7 @@ def test_trc001_no_socket_counts_only_syns_as_refused() -> None:
     refused = next(f for f in found if "refused on" in f.message)
     assert refused.message.startswith("3 resets sent with kernel reason NO_SOCKET")
     assert "10.0.0.2:8080 (3)" in refused.message and "10.0.0.2:40" not in refused.message
+    assert "found no listening socket" in refused.message and "already gone" not in refused.message
     late = next(f for f in found if "late segments" in f.message)
     assert late.message.startswith("2 resets sent") and "refused" not in late.message
     assert "10.0.0.2:40000 (1)" in late.message

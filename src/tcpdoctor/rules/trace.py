@@ -272,6 +272,12 @@ def _reset_finding(
     elif reason is not None and reason.startswith("received:"):
         meaning = "the peer (or a middlebox) aborted the connection"
         fix = "trace or capture on the peer's side to read its reason"
+    elif no_socket and all(e.syn for e in events):
+        meaning = "connection refused: each answered a SYN that found no listening socket on that port"
+        fix = (
+            "make the server listen before it is ready (readiness probe) and check the port the client "
+            "dials (Service targetPort, containerPort)"
+        )
     elif late:
         owners, atts = owners_of(events, lambda e: e.peer)
         meaning = (
