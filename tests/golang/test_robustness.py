@@ -47,7 +47,8 @@ def test_fuzzed_fragments_never_raise(tmp_path: Path, parts: list[str], noise: b
     assert (gofile.syntax_errors > 0) == tree.root_node.has_error
     assert (gofile.first_error is None) == (gofile.syntax_errors == 0)
     if gofile.first_error is not None:
-        assert 1 <= (gofile.first_error.line or 0) <= tree.root_node.end_point[0] + 1
+        line = gofile.first_error.line or 0
+        assert line >= 1 and line <= tree.root_node.end_point[0] + 1
 
 
 # three independent errors; the positions are those gofmt -e gives for the first two

@@ -51,7 +51,7 @@ def test_write_timeout_cuts_the_stream_after_write_timeout(ssestream: Path) -> N
     assert got.ended_s is not None, "the server should have closed the connection"
     assert got.ended_s < 2.0, f"stream ended at {got.ended_s:.2f}s, long before its 3 s"
     assert not got.clean_end, "the chunked body must be cut, not terminated"
-    assert 1 <= len(got.events) < 10, f"{len(got.events)} events before the cut"
+    assert got.events and len(got.events) < 10, f"{len(got.events)} events before the cut"
     # no event arrives after the write deadline (500 ms after the request headers) + scheduling slack
     assert max(t for t, _ in got.events) < 1.0
 
