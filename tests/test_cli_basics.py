@@ -88,3 +88,15 @@ def test_readme_lists_every_rule_and_the_two_setup_commands() -> None:
     assert "make demo" in readme and "make test" in readme
     missing = [r.id for r in all_rules() if f"| {r.id} |" not in readme]
     assert not missing, f"README's rule table lacks {missing}"
+
+
+def test_every_rule_has_a_page_with_the_four_sections() -> None:
+    from tcpdoctor.rules.registry import all_rules
+
+    for r in all_rules():
+        page = r.doc_path()
+        assert page is not None, f"{r.id} has no page"
+        text = page.read_text()
+        assert text.startswith(f"# {r.id} "), f"{r.id}: the page's title is not the rule"
+        for heading in ("## What it detects", "## Why it hurts", "## Example", "## Fix"):
+            assert f"\n{heading}" in text, f"{r.id}: no '{heading}'"
