@@ -706,8 +706,9 @@ def probe_on_streaming_path(bag: EvidenceBag) -> Iterator[Finding]:
             continue
         yield probe_on_streaming_path.finding(
             f"{probe_key(p)} of {c.name} requests {p.path} (looks like a streaming endpoint: {word!r}): if the "
-            f"handler streams (SSE, watch) the response never ends and every probe times out after "
-            f"{p.timeout_seconds} s; scan the Go source too to know for sure (XL001)",
+            f"handler streams (SSE, watch) the response never ends within timeoutSeconds {p.timeout_seconds}, so "
+            "the probe never passes (a readiness probe keeps the pod NotReady); scan the Go source too to know "
+            "for sure (XL001)",
             location=p.field_location("path"),
             subject=w.subject(c),
             evidence=[probe_evidence(p, field="path")],

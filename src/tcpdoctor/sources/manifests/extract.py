@@ -74,42 +74,38 @@ def node_location(path: str, node: Any) -> Location:
     return Location(path, lc.line + 1, lc.col + 1)
 
 
+def _position(node: Any, key: Any) -> tuple[int, ...] | None:
+    """The recorded (line, col[, value line, value col]) of ``key`` in a mapping or sequence."""
+    lc = _lc(node)
+    try:
+        return tuple(lc.data[key]) if lc is not None else None
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
 def key_location(path: str, mapping: Any, key: str) -> Location:
     """Where ``key:`` stands in ``mapping``, falling back to the mapping itself."""
-    lc = _lc(mapping)
-    if lc is not None:
-        try:
-            pos = lc.data[key]
-            return Location(path, pos[0] + 1, pos[1] + 1)
-        except (KeyError, IndexError, TypeError):
-            pass
-    return node_location(path, mapping)
+    pos = _position(mapping, key)
+    return Location(path, pos[0] + 1, pos[1] + 1) if pos else node_location(path, mapping)
 
 
 def value_location(path: str, mapping: Any, key: str) -> Location:
     """Where the value of ``key`` stands: the value itself for a scalar, the key for a block."""
-    lc = _lc(mapping)
-    if lc is not None:
-        try:
-            pos = lc.data[key]
-            value = mapping[key]
-            if isinstance(value, dict | list):
-                return Location(path, pos[0] + 1, pos[1] + 1)
-            return Location(path, pos[2] + 1, pos[3] + 1)
-        except (KeyError, IndexError, TypeError):
-            pass
-    return node_location(path, mapping)
+    pos = _position(mapping, key)
+    if not pos:
+        return node_location(path, mapping)
+    try:
+        block = isinstance(mapping[key], dict | list)
+    except (KeyError, IndexError, TypeError):
+        return node_location(path, mapping)
+    if block or len(pos) < 4:
+        return Location(path, pos[0] + 1, pos[1] + 1)
+    return Location(path, pos[2] + 1, pos[3] + 1)
 
 
 def item_location(path: str, seq: Any, index: int) -> Location:
-    lc = _lc(seq)
-    if lc is not None:
-        try:
-            pos = lc.data[index]
-            return Location(path, pos[0] + 1, pos[1] + 1)
-        except (KeyError, IndexError, TypeError):
-            pass
-    return node_location(path, seq)
+    pos = _position(seq, index)
+    return Location(path, pos[0] + 1, pos[1] + 1) if pos else node_location(path, seq)
 
 
 # -- plain value helpers -----------------------------------------------------------------
