@@ -27,7 +27,10 @@ $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
+# byte-compiled once here: with PYTHONDONTWRITEBYTECODE set, every run would compile the package
+# from source (~0.2 s of each start); compileall writes .pyc regardless and skips fresh ones
 install: $(VENV)/.installed
+	$(BIN)/python -m compileall -q src
 install-test: $(VENV)/.installed-test
 
 apt-test:

@@ -70,9 +70,15 @@ def drop_superseded(findings: list[Finding]) -> list[Finding]:
 
 
 def unknown_ids(patterns: Iterable[str]) -> list[str]:
-    """Patterns of --select/--ignore/config that match no rule (a typo would silence everything)."""
+    """Patterns of --select/--ignore/config that match no rule (a typo would silence everything).
+
+    With no pattern there is nothing to check, and the rule modules are not imported for it.
+    """
+    patterns = [p for p in patterns if p]
+    if not patterns:
+        return []
     ids = [r.id for r in all_rules()]
-    return [p for p in patterns if p and not any(i.startswith(p.upper()) for i in ids)]
+    return [p for p in patterns if not any(i.startswith(p.upper()) for i in ids)]
 
 
 def parse_ids(text: str | None) -> list[str]:

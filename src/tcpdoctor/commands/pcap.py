@@ -5,12 +5,9 @@ from __future__ import annotations
 import ipaddress
 import sys
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tcpdoctor.commands.common import (
     FailOnOpt,
@@ -27,7 +24,18 @@ from tcpdoctor.report import Report
 from tcpdoctor.report.json_report import RawJSON
 from tcpdoctor.rules.registry import EvidenceBag, run_rules
 
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
 PROGRESS_MIN_BYTES = 4 * 1024 * 1024
+
+
+def escape(text: str) -> str:
+    """rich's markup escape, imported on first use: `--format json` never loads rich."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
 
 HELP = """Analyse a packet capture (pcap or pcapng; `-` reads stdin): every TCP connection is
 classified with Zeek's conn_state and history, every RST is attributed to a side and a
@@ -108,6 +116,9 @@ def _progress(path: str) -> tuple[Callable[[int, int | None], None] | None, Prog
         return None, None
     if size < PROGRESS_MIN_BYTES:
         return None, None
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
     progress = Progress(
         TextColumn("[bold]reading[/bold] {task.description}"),
         BarColumn(),

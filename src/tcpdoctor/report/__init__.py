@@ -76,16 +76,14 @@ def write_report(
     report: Report, fmt: str, output: Path | None = None, *, color: bool | None = None
 ) -> list[Finding]:
     """Write the report in ``fmt``; returns the findings (resolved) for the exit code."""
-    from tcpdoctor.report import html, json_report, sarif, text
+    import importlib
 
-    writers = {
-        "text": lambda r, fh: text.write(r, fh, color=color if output is None else False),
-        "json": json_report.write,
-        "sarif": sarif.write,
-        "html": html.write,
-    }
-    if fmt not in writers:
+    modules = {"text": "text", "json": "json_report", "sarif": "sarif", "html": "html"}
+    if fmt not in modules:
         raise InputError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
+    # only the reporter asked for is imported: rich (text) and jinja2 (html) cost start-up time
+    writer = importlib.import_module(f"tcpdoctor.report.{modules[fmt]}").write
+    options = {"color": color if output is None else False} if fmt == "text" else {}
     with open_output(output) as fh:
-        writers[fmt](report, fh)
+        writer(report, fh, **options)
     return report.resolved_findings()
