@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from tcpdoctor import commands
 from tcpdoctor.cli import COMMANDS, LazyGroup, app, load
+from tcpdoctor.evidence.pcap import CONN_STATES
 
 # what only other commands need; the import of any of these in a run of `rule`/`--help` is a leak
 HEAVY = ("ruamel", "yaml", "jinja2", "tree_sitter", "numba", "pyroute2", "grpc", "prometheus_client")
@@ -188,3 +189,16 @@ def test_every_other_format_still_loads_its_reporter(fmt: str, tmp_path) -> None
     write_report(Report("pcap"), fmt, out)
     text = out.read_text()
     assert {"text": "no findings", "sarif": '"version": "2.1.0"', "html": "<html"}[fmt] in text
+
+
+def test_a_bad_pcap_option_fails_before_numba_loads() -> None:
+    code = (
+        "from typer.testing import CliRunner\n"
+        "from tcpdoctor.cli import app\n"
+        "r = CliRunner().invoke(app, ['pcap', '/no/such.pcap', '--state', 'RSTR,BOGUS'])\n"
+        "OUT = [type(r.exception).__name__, str(r.exception)]\n" + LOADED
+    )
+    got = fresh(code)
+    assert got["out"] == ["InputError", "--state BOGUS: expected some of " + " ".join(CONN_STATES)]
+    modules = got["modules"]
+    assert isinstance(modules, list) and "numba" not in modules
