@@ -31,7 +31,7 @@ $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 # from source (~0.2 s of each start); compileall writes .pyc regardless and skips fresh ones
 install: $(VENV)/.installed
 	$(BIN)/python -m compileall -q src
-install-test: $(VENV)/.installed-test
+install-test: install $(VENV)/.installed-test
 
 apt-test:
 	@scripts/apt-install.sh $(APT_TEST)

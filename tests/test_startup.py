@@ -202,3 +202,36 @@ def test_a_bad_pcap_option_fails_before_numba_loads() -> None:
     assert got["out"] == ["InputError", "--state BOGUS: expected some of " + " ".join(CONN_STATES)]
     modules = got["modules"]
     assert isinstance(modules, list) and "numba" not in modules
+
+
+def test_make_install_byte_compiles_what_a_run_then_loads(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`make install` leaves .pyc beside the sources, though PYTHONDONTWRITEBYTECODE is set."""
+    import os
+    import shlex
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    dry = subprocess.run(["make", "-n", "install"], cwd=root, capture_output=True, text=True, timeout=60)
+    recipe = [line for line in dry.stdout.splitlines() if "compileall" in line]
+    assert len(recipe) == 1, dry.stdout
+    argv = shlex.split(recipe[0])
+    assert argv[-1] == "src"
+    shutil.copytree(
+        root / "src" / "tcpdoctor",
+        tmp_path / "src" / "tcpdoctor",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, env=env, check=True, timeout=120)
+    assert (tmp_path / "src" / "tcpdoctor" / "__pycache__").is_dir()
+    env["PYTHONPATH"] = str(tmp_path / "src")
+    proc = subprocess.run(
+        [sys.executable, "-v", "-c", "import tcpdoctor.cli"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    cli_pyc = f"code object from '{tmp_path}/src/tcpdoctor/__pycache__/cli.cpython"
+    assert proc.returncode == 0 and cli_pyc in proc.stderr
