@@ -355,6 +355,9 @@ class AppAnalyzerFactory:
 
     name = "app"
     reads_connection = False  # open() decides from the first bytes only (the tracker skips the record)
+    # the tracker may follow plain HTTP/1.1 connections in compiled code (h1screen) and hand them
+    # to this factory only when their result is needed: the screen mirrors AppAnalyzer exactly
+    screen = "http1"
 
     def __init__(self) -> None:
         self.ledger: ProbeLedger | None = None

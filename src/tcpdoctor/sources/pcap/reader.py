@@ -18,6 +18,8 @@ the reader resynchronises on the next plausible record.
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 import sys
 from collections.abc import Generator, Iterator
@@ -104,6 +106,16 @@ class CaptureReader:
         self.problem_count += 1
         if len(self.problems) < MAX_PROBLEMS:
             self.problems.append(ReadProblem(message, offset, frame))
+
+    def payload_fd(self) -> int | None:
+        """A descriptor to read bytes again at a file offset (``os.pread``): regular files only."""
+        if self.name == "<stdin>":
+            return None
+        try:
+            fd = self.stream.fileno()
+            return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+        except (OSError, ValueError, AttributeError):
+            return None
 
     # -- chunks --------------------------------------------------------------------------------
     def _chunks(self, start: int) -> Generator[tuple[bytes, int, bool], int, None]:
