@@ -1,18 +1,38 @@
-"""The fast lane: clean connections beyond keep_clean come out as JSON text, identical to the records."""
+"""The fast lane: clean connections beyond keep_clean come out as JSON text (a chunk of objects at a
+time), identical to the records' objects (times compared rounded to the microsecond, as written)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tcpdoctor.evidence.pcap import Connection
 from tcpdoctor.sources.pcap import tracker
 from tcpdoctor.sources.pcap.app import AppAnalyzerFactory, app_result, probe_ledger
-from tcpdoctor.sources.pcap.tracker import CaptureAnalysis, ConnectionLine
+from tcpdoctor.sources.pcap.tracker import CaptureAnalysis, ConnectionLines
 
 from . import writer as w
+
+
+def _objects(items: list[Any]) -> list[dict[str, Any]]:
+    """The connection objects of the lane's chunks (each chunk's count and states checked)."""
+    out = []
+    for blob in items:
+        if isinstance(blob, ConnectionLines):
+            objs = json.loads("[" + blob.json + "]")
+            states: dict[str, int] = {}
+            for o in objs:
+                states[o["state"]] = states.get(o["state"], 0) + 1
+            assert blob.count == len(objs) and blob.states == states
+            out += objs
+    return out
+
+
+def _micro(obj: dict[str, Any]) -> dict[str, Any]:
+    return {**obj, "start": round(obj["start"], 6), "duration": round(obj["duration"], 6)}
 
 
 def test_lines_equal_the_records_json_and_totals_stay_exact(
@@ -41,12 +61,13 @@ def test_lines_equal_the_records_json_and_totals_stay_exact(
     full = {c.id: c.to_dict() for c in CaptureAnalysis(str(f)).connections()}
     fast = CaptureAnalysis(str(f), keep_clean=5, lite=True)
     items = list(fast.stream())
-    lines = [c for c in items if isinstance(c, ConnectionLine)]
+    lines = _objects(items)
     records = [c for c in items if isinstance(c, Connection)]
-    assert len(lines) > 250 and len(items) == len(full) == 301
+    assert len(lines) > 250 and len(lines) + len(records) == len(full) == 301
     assert {c.state for c in records} >= {"REJ"}  # not clean: always a full record for the rules
+    assert len({line["id"] for line in lines} | {c.id for c in records}) == 301
     for line in lines:
-        assert json.loads(line.json) == full[line.id]
+        assert _micro(line) == _micro(full[line["id"]])
     for rec in records:
         assert rec.to_dict() == full[rec.id]
     ev = fast.evidence
@@ -80,17 +101,17 @@ def test_quiet_http_connections_take_the_lane_probes_and_unanswered_ones_do_not(
     full = {c.id: c for c in CaptureAnalysis(str(f), [AppAnalyzerFactory()]).connections()}
     fast = CaptureAnalysis(str(f), [AppAnalyzerFactory()], keep_clean=5, lite=True)
     items = list(fast.stream())
-    lines = [c for c in items if isinstance(c, ConnectionLine)]
+    lines = _objects(items)
     records = {c.id: c for c in items if isinstance(c, Connection)}
-    assert len(items) == len(full) == 121
+    assert len(lines) + len(records) == len(full) == 121
     for line in lines:
-        assert json.loads(line.json) == full[line.id].to_dict()
-        assert app_result(full[line.id]) is None  # nothing was dropped from the rules' view
+        assert _micro(line) == _micro(full[line["id"]].to_dict())
+        assert app_result(full[line["id"]]) is None  # nothing was dropped from the rules' view
     probe_ids = {c.id for c in full.values() if c.client.port % 10 == 0 and c.client.port < 30000}
     unanswered_id = next(c.id for c in full.values() if c.client.port == 30000)
     assert probe_ids and probe_ids <= set(records) and unanswered_id in records
     # the lane opens after the first chunk of 16 records: every quiet connection after it is a line
-    assert {c.id for c in lines} == {i for i in full if i > 16} - probe_ids - {unanswered_id}
+    assert {c["id"] for c in lines} == {i for i in full if i > 16} - probe_ids - {unanswered_id}
     result = app_result(records[unanswered_id])
     assert result is not None and result.exchanges[0].response is None
     ledger = probe_ledger(fast.evidence)

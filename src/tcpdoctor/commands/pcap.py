@@ -217,7 +217,7 @@ def pcap(
     keep = ConnectionFilter(port, host, state)
     # imported here, once the options are known good: numba's start-up (~0.7 s) is paid by
     # `tcpdoctor pcap` only, and not by a mistyped option
-    from tcpdoctor.sources.pcap.tracker import CaptureAnalysis, ConnectionLine, Engine
+    from tcpdoctor.sources.pcap.tracker import CaptureAnalysis, ConnectionLines, Engine
 
     advance, progress = _progress(file)
     unfiltered = not (port or host or state)
@@ -245,8 +245,8 @@ def pcap(
         if progress is not None:
             progress.start()
         for c in analysis.stream():
-            if isinstance(c, ConnectionLine):
-                yield RawJSON(c.json)  # a clean connection the rules do not need: already JSON
+            if isinstance(c, ConnectionLines):
+                yield RawJSON(c.json)  # clean connections the rules do not need: a chunk of JSON
             elif keep(c):
                 yield c.to_dict()
 

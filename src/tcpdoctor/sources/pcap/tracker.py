@@ -32,6 +32,7 @@ from numba import types
 from numba.typed import Dict
 
 from tcpdoctor.evidence.pcap import (
+    CONN_STATES,
     CONTINUE,
     MAX_EVENTS_PER_KIND,
     STOP,
@@ -47,6 +48,7 @@ from tcpdoctor.evidence.pcap import (
     TcpEvent,
 )
 from tcpdoctor.model import InputError
+from tcpdoctor.sources.pcap import lines
 from tcpdoctor.sources.pcap.conn_state import Sent, conn_state
 from tcpdoctor.sources.pcap.fastpath import (
     ACK,
@@ -709,15 +711,18 @@ def _ip_text(hi: int, lo: int) -> str:
 
 
 @dataclass(slots=True)
-class ConnectionLine:
-    """A finished clean connection the rules will not see, already as its JSON object (fast lane).
+class ConnectionLines:
+    """Finished clean connections the rules will not see, already as JSON text (fast lane).
 
-    Produced instead of a :class:`Connection` when :attr:`Engine.lite` is on, for ``SF``/``S1``
-    connections without TCP events and without an app-layer analyzer.
+    Produced instead of :class:`Connection` records when :attr:`Engine.lite` is on, for
+    ``SF``/``S1`` connections without TCP events whose app-layer analyzer (if any) is quiet:
+    ``json`` holds ``count`` objects of the ``connections`` list joined by ``",\n    "`` (one
+    streamed item of json_report), written by :func:`tcpdoctor.sources.pcap.lines.format_lines`;
+    ``states`` counts them by conn_state.
     """
 
-    id: int
-    state: str
+    count: int
+    states: dict[str, int]
     json: str
 
 
@@ -774,7 +779,7 @@ class Engine:
         self.peak_live = 0
         self._ips: dict[tuple[int, int], str] = {}
         self._state_memo: dict[tuple[Any, ...], str] = {}
-        self.lite = False  # clean connections as ConnectionLine (set by CaptureAnalysis)
+        self.lite = False  # clean connections as ConnectionLines (set by CaptureAnalysis)
 
     # -- capacity ------------------------------------------------------------------------------
     def _ensure(self, n: int) -> None:
@@ -797,7 +802,7 @@ class Engine:
         self.G[G_FREE_TOP] = free_top + new - old
 
     # -- batches -------------------------------------------------------------------------------
-    def feed(self, batch: Batch) -> Iterator[Connection | ConnectionLine]:
+    def feed(self, batch: Batch) -> Iterator[Connection | ConnectionLines]:
         n = len(batch)
         if n == 0:
             return
@@ -829,7 +834,7 @@ class Engine:
             sweep(self.S, self.T, self.table, self.now, self.linger, self.idle_timeout, False)
         )
 
-    def close(self) -> Iterator[Connection | ConnectionLine]:
+    def close(self) -> Iterator[Connection | ConnectionLines]:
         """The end of the capture: every live connection is finished."""
         yield from self._finish(
             sweep(self.S, self.T, self.table, self.now, self.linger, self.idle_timeout, True)
@@ -956,12 +961,16 @@ class Engine:
                 self.S[slot, base + D_SKIP_UNTIL] = stream.skip_until
 
     # -- finished connections ------------------------------------------------------------------
-    def _finish(self, slots: Any) -> Iterator[Connection | ConnectionLine]:
+    def _finish(self, slots: Any) -> Iterator[Connection | ConnectionLines]:
         if not len(slots):
             return
         try:
             for start in range(0, len(slots), BUILD_CHUNK):
                 for conn in self._build_many(slots[start : start + BUILD_CHUNK]):
+                    if isinstance(conn, ConnectionLines):
+                        self.stats.connections += conn.count  # their app entries: _build_many
+                        yield conn
+                        continue
                     ac = self.app.pop(conn.id - 1, None)
                     if ac is not None and isinstance(conn, Connection):
                         ac.analyzer.finish(conn)
@@ -1002,21 +1011,99 @@ class Engine:
             synack_ts=_num(t(T_SYNACK_TS)),
         )
 
-    def _build_many(self, slots: Any) -> list[Connection | ConnectionLine]:
-        """Finished connections from their rows; the per-direction stats are converted a batch at a time."""
+    def _prepare_app(self, slots: Any, S: Any, states: Any) -> None:
+        """hook: the app layer may attach analyzers to these rows before the lite decision
+
+        ``slots`` are the finished rows of a chunk, ``S`` their copy of ``self.S[slots]`` and
+        ``states`` their conn_state names (an object array, one ``str`` per row).
+        """
+        return None
+
+    def _build_many(self, slots: Any) -> list[Connection | ConnectionLines]:
+        """Finished connections from their rows, a chunk at a time.
+
+        Per chunk, with numpy: the states (``conn_state`` once per distinct history and
+        signature), the fast-lane decision and the lane's JSON (one :class:`ConnectionLines`,
+        written by a compiled loop); the other rows become :class:`Connection` records, their
+        per-direction stats converted a chunk at a time.
+        """
         S = self.S[slots]
         T = self.T[slots]
         hists = self.Hs[slots]
-        out: list[Connection | ConnectionLine] = []
+        n = len(slots)
+        out: list[Connection | ConnectionLines] = []
         memo = self._state_memo
         ip = self._ip
-        ep = self._endpoint_text
         events = self.events
+        app = self.app
+        # what conn_state reads, as one int per row: which counters are non-zero, and whether a
+        # side sent several SYNs; with the history (zero after its letters: rows are zeroed when
+        # allocated) it is the key of the state, computed once per distinct key of the chunk
+        flags = np.concatenate([S[:, _STATE_KEY_COLS] > 0, S[:, _SYN_COLS] > 1], axis=1)
+        sigs = (flags.astype(np.int64) << np.arange(flags.shape[1], dtype=np.int64)).sum(axis=1)
+        keys = np.empty((n, HIST_MAX + 8), np.uint8)
+        keys[:, :HIST_MAX] = hists
+        keys[:, HIST_MAX:] = sigs.astype("<i8").view(np.uint8).reshape(n, 8)
+        _, first, inverse = np.unique(
+            keys.view(f"V{HIST_MAX + 8}").ravel(), return_index=True, return_inverse=True
+        )
+        inverse = inverse.reshape(-1)
+        hist_u: list[str] = []
+        code_u = np.empty(len(first), np.int64)
+        for u, (k, hl, sig) in enumerate(
+            zip(first.tolist(), S[first, C_HISTLEN].tolist(), sigs[first].tolist(), strict=True)
+        ):
+            hist = hists[k, :hl].tobytes().decode("ascii")
+            state = memo.get((hist, sig))
+            if state is None:
+                full_row = self.S[slots[k]].tolist()
+                state = memo[(hist, sig)] = conn_state(_sent(full_row, 0), _sent(full_row, 1), hist)
+                if len(memo) > 10_000:
+                    memo.clear()
+            hist_u.append(hist)
+            code_u[u] = _STATE_CODE[state]
+        codes = code_u[inverse]
+        self._prepare_app(slots, S, _STATE_NAMES[codes])
+        # the fast lane: clean, no TCP event, no app-layer analyzer or a quiet one
+        lite = np.zeros(n, np.bool_)
+        if self.lite:
+            lite = np.isin(codes, _CLEAN_CODES) & lines.formattable(T[:, T_START], T[:, T_END])
+            if events:
+                lite &= ~np.isin(S[:, C_ID], np.fromiter(events, np.int64, len(events)))
+            if app:
+                cand = np.flatnonzero(lite)
+                for k, cid, rb in zip(
+                    cand.tolist(), S[cand, C_ID].tolist(), S[cand, C_RESET_BY].tolist(), strict=True
+                ):
+                    ac = app.get(cid)
+                    if ac is not None and not (rb < 0 and _quiet(ac)):
+                        lite[k] = False
+        if lite.any():
+            L = S[lite]
+            cids = L[:, C_ID]
+            M = L[:, _LINE_COLS]
+            M[:, lines.L_ID] += 1
+            lite_codes = codes[lite]
+            M[:, lines.L_STATE] = lite_codes
+            M[:, lines.L_RETX] = L[:, D0 + D_RETRANS] + L[:, D0 + ND + D_RETRANS]
+            text = lines.format_lines(M, T[lite][:, [T_START, T_END]], hists[lite], _STATE_TABLE)
+            counts = np.bincount(lite_codes, minlength=len(CONN_STATES)).tolist()
+            if app:
+                for cid in cids.tolist():
+                    app.pop(cid, None)  # quiet: finish() is not called
+            out.append(
+                ConnectionLines(len(cids), {CONN_STATES[c]: x for c, x in enumerate(counts) if x}, text)
+            )
+        full = np.flatnonzero(~lite)
+        if not len(full):
+            return out
+        Sf = S[full]
+        Tf = T[full]
         cols = {c: i for i, c in enumerate(_CONN_COLS)}
         i_id, i_chi, i_clo, i_shi, i_slo, i_cp, i_sp = (
             cols[c] for c in (C_ID, C_CA_HI, C_CA_LO, C_SA_HI, C_SA_LO, C_CPORT, C_SPORT)
         )
-        i_ff, i_lf, i_rb, i_rf, i_rp, i_sf, i_saf, i_mif, i_fb, i_hl, i_cl = (
+        i_ff, i_lf, i_rb, i_rf, i_rp, i_sf, i_saf, i_mif, i_fb, i_cl = (
             cols[c]
             for c in (
                 C_FIRST_FRAME,
@@ -1028,71 +1115,18 @@ class Engine:
                 C_SYNACK_FRAME,
                 C_MAXIDLE_FRAME,
                 C_FINISHED_BY,
-                C_HISTLEN,
                 C_CLOSED,
             )
         )
-        key_cols_s = list(_STATE_KEY_COLS)
-        syn_cols_s = [D0 + D_SYNS, D0 + ND + D_SYNS]
-        i_cpk, i_cby, i_spk, i_sby = (
-            cols[c] for c in (D0 + D_PACKETS, D0 + D_BYTES, D0 + ND + D_PACKETS, D0 + ND + D_BYTES)
-        )
-        rows = S[:, _CONN_COLS].tolist()
-        trows = T.tolist()
-        # first pass: state of every row, and which rows become full records
-        hist_of: list[str] = []
-        state_of: list[str] = []
-        full: list[int] = []
-        lite = self.lite
-        app = self.app
-        # what conn_state reads, as one int per row (vectorised): which counters are non-zero,
-        # and whether a side sent several SYNs
-        flags = np.concatenate([S[:, key_cols_s] > 0, S[:, syn_cols_s] > 1], axis=1)
-        sigs = (flags.astype(np.int64) << np.arange(flags.shape[1], dtype=np.int64)).sum(axis=1).tolist()
-        hist_bytes = hists.tobytes()
-        for k, s in enumerate(rows):
-            hist = hist_bytes[k * HIST_MAX : k * HIST_MAX + s[i_hl]].decode("ascii")
-            key = (hist, sigs[k])
-            state = memo.get(key)
-            if state is None:
-                full_row = self.S[slots[k]].tolist()
-                state = memo[key] = conn_state(_sent(full_row, 0), _sent(full_row, 1), hist)
-                if len(memo) > 10_000:
-                    memo.clear()
-            hist_of.append(hist)
-            state_of.append(state)
+        rows = Sf[:, _CONN_COLS].tolist()
+        trows = Tf.tolist()
+        hist_of = inverse[full].tolist()
+        state_of = codes[full].tolist()
+        dirs = [_direction_rows(Sf, Tf, d) for d in (0, 1)]
+        for j, (s, t) in enumerate(zip(rows, trows, strict=True)):
             cid = s[i_id]
-            if not (
-                lite
-                and state in _CLEAN_STATES
-                and cid not in events
-                and (app.get(cid) is None or (s[i_rb] < 0 and _quiet(app[cid])))
-            ):
-                full.append(k)
-        dirs: list[list[list[Any]]] = []
-        if full:
-            dirs = [_direction_rows(S[full], T[full], d) for d in (0, 1)]
-        at = dict(zip(full, range(len(full)), strict=True))
-        for k, (s, t) in enumerate(zip(rows, trows, strict=True)):
-            cid = s[i_id]
-            hist = hist_of[k]
-            state = state_of[k]
-            j = at.get(k)
-            if j is None:
-                out.append(
-                    ConnectionLine(
-                        cid + 1,
-                        state,
-                        f'{{"id": {cid + 1}, "client": "{ep(s[i_chi], s[i_clo], s[i_cp])}", '
-                        f'"server": "{ep(s[i_shi], s[i_slo], s[i_sp])}", "state": "{state}", '
-                        f'"history": "{hist}", "start": {t[T_START]!r}, '
-                        f'"duration": {round(t[T_END] - t[T_START], 6)!r}, "client_packets": {s[i_cpk]}, '
-                        f'"client_bytes": {s[i_cby]}, "server_packets": {s[i_spk]}, '
-                        f'"server_bytes": {s[i_sby]}, "retransmissions": 0, "reset_by": null, '
-                        f'"reset_frame": null, "first_frame": {s[i_ff]}, "last_frame": {s[i_lf]}}}',
-                    )
-                )
-                continue
+            hist = hist_u[hist_of[j]]
+            state = CONN_STATES[state_of[j]]
             reset_by = s[i_rb]
             conn = Connection(
                 cid + 1,
@@ -1249,6 +1283,31 @@ def _sent(s: list[int], d: int) -> Sent:
 
 
 _CLEAN_STATES = frozenset({"SF", "S1"})
+# states as codes (index into CONN_STATES) for the chunk-wide numpy work of _build_many
+_STATE_CODE = {name: code for code, name in enumerate(CONN_STATES)}
+_STATE_NAMES = np.array(CONN_STATES, dtype=object)
+_CLEAN_CODES = np.array(sorted(_STATE_CODE[name] for name in _CLEAN_STATES), np.int64)
+_STATE_TABLE = lines.state_table(CONN_STATES)
+_SYN_COLS = [D0 + D_SYNS, D0 + ND + D_SYNS]
+# the S columns of the fast lane's matrix, in lines.L_* order (L_STATE and L_RETX are overwritten)
+_LINE_COLS = [
+    C_ID,
+    C_CA_HI,
+    C_CA_LO,
+    C_CPORT,
+    C_SA_HI,
+    C_SA_LO,
+    C_SPORT,
+    C_ID,
+    C_HISTLEN,
+    D0 + D_PACKETS,
+    D0 + D_BYTES,
+    D0 + ND + D_PACKETS,
+    D0 + ND + D_BYTES,
+    D0 + D_RETRANS,
+    C_FIRST_FRAME,
+    C_LAST_FRAME,
+]
 
 
 class CaptureAnalysis:
@@ -1319,9 +1378,10 @@ class CaptureAnalysis:
             assert isinstance(conn, Connection)
             yield conn
 
-    def stream(self) -> Iterator[Connection | ConnectionLine]:
+    def stream(self) -> Iterator[Connection | ConnectionLines]:
         """Like :meth:`connections`, but with ``lite=True`` the clean connections beyond
-        ``keep_clean`` come as :class:`ConnectionLine` (their JSON), which is much cheaper."""
+        ``keep_clean`` come as :class:`ConnectionLines` (their JSON, a chunk at a time), which
+        is much cheaper."""
         started = time.perf_counter()
         ev = self.evidence
         self.prime()
@@ -1348,12 +1408,12 @@ class CaptureAnalysis:
             st.problem_count = self.reader.problem_count
             self.done = True
 
-    def _emit(self, conns: Iterator[Connection | ConnectionLine]) -> Iterator[Connection | ConnectionLine]:
+    def _emit(self, conns: Iterator[Connection | ConnectionLines]) -> Iterator[Connection | ConnectionLines]:
         ev = self.evidence
         for conn in conns:
-            if isinstance(conn, ConnectionLine):
-                ev.states[conn.state] += 1
-                ev.clean_dropped += 1
+            if isinstance(conn, ConnectionLines):
+                ev.states.update(conn.states)
+                ev.clean_dropped += conn.count
                 yield conn
                 continue
             ev.states[conn.state] += 1
