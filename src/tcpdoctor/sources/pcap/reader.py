@@ -118,24 +118,33 @@ class CaptureReader:
             return None
 
     # -- chunks --------------------------------------------------------------------------------
-    def _chunks(self, start: int) -> Generator[tuple[bytes, int, bool], int, None]:
+    def _chunks(self, start: int) -> Generator[tuple[bytes | bytearray, int, bool], int, None]:
         """Generator driven by ``send(consumed)``: yields (data, file offset of data[0], at_eof).
 
         ``data`` begins with the bytes the caller has not consumed yet; when it consumed
-        nothing, more is read before the next yield (a block larger than a chunk).
+        nothing, more is read before the next yield (a block larger than a chunk). The file is
+        read straight behind the unconsumed tail (``readinto``): one copy per byte, not two.
         """
-        pending = self._head[start:]
+        pending: bytes | bytearray = self._head[start:]
         self._head = b""
         base = start
         eof = False
         want = CHUNK
         while True:
-            while not eof and len(pending) < want:
-                more = self.stream.read(CHUNK)
-                if not more:
-                    eof = True
-                    break
-                pending = pending + more if pending else more
+            if not eof and len(pending) < want:
+                grown = bytearray(want)
+                have = len(pending)
+                grown[:have] = pending
+                view = memoryview(grown)
+                while have < want:
+                    got = self.stream.readinto(view[have:])  # type: ignore[attr-defined]
+                    if not got:
+                        eof = True
+                        break
+                    have += got
+                view.release()
+                del grown[have:]
+                pending = grown
             if not pending:
                 return
             consumed = yield pending, base, eof
@@ -214,7 +223,7 @@ class CaptureReader:
             except StopIteration:
                 return
 
-    def _truncated(self, data: bytes, stop: int, base: int, header: int) -> None:
+    def _truncated(self, data: bytes | bytearray, stop: int, base: int, header: int) -> None:
         left = len(data) - stop
         self.problem(
             f"file truncated: the last record (frame {self.frames + 1}) has only {left} of its bytes"
@@ -281,7 +290,7 @@ class CaptureReader:
             except StopIteration:
                 return
 
-    def _pcapng_block(self, data: bytes, pos: int, base: int) -> int:
+    def _pcapng_block(self, data: bytes | bytearray, pos: int, base: int) -> int:
         """Handle one SHB/IDB/other block at ``pos``; returns the position after it."""
         if len(data) - pos < 12:
             return pos  # need more data (or truncated: handled by the caller at EOF)
@@ -298,7 +307,7 @@ class CaptureReader:
             return nxt if nxt > 0 else len(data)
         if len(data) - pos < blen:
             return pos
-        body = data[pos + 8 : pos + blen - 4]
+        body = bytes(data[pos + 8 : pos + blen - 4])
         if btype == 1 and len(body) >= 8:  # IDB
             linktype, _, snaplen = struct.unpack_from(e + "HHI", body, 0)
             iface = _Interface(linktype, snaplen or MAX_RECORD)
