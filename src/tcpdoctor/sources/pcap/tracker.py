@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 import ipaddress
 import itertools
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,8 +29,6 @@ from typing import Any
 
 import numba as nb
 import numpy as np
-from numba import types
-from numba.typed import Dict
 
 from tcpdoctor.evidence.pcap import (
     CONN_STATES,
@@ -48,7 +47,7 @@ from tcpdoctor.evidence.pcap import (
     TcpEvent,
 )
 from tcpdoctor.model import InputError
-from tcpdoctor.sources.pcap import lines
+from tcpdoctor.sources.pcap import conntable, h1screen, lines
 from tcpdoctor.sources.pcap.conn_state import Sent, conn_state
 from tcpdoctor.sources.pcap.fastpath import (
     ACK,
@@ -219,20 +218,8 @@ G_FREE_TOP = 1
 G_LIVE = 2
 G_COLS = 4
 
-KEY_TYPE = types.UniTuple(types.int64, 5)
 
 OOO_THRESHOLD = 0.003  # seconds, Wireshark's default when the RTT is unknown
-
-
-@nb.njit(cache=True)
-def _new_table() -> Any:
-    return Dict.empty(key_type=KEY_TYPE, value_type=types.int64)
-
-
-def new_key_dict() -> Any:
-    """The connection table. Made by a cached compiled function: ``Dict.empty`` called from
-    Python compiles its constructor again in every process (measured: 1.2 s of start-up)."""
-    return _new_table()
 
 
 @nb.njit(cache=True, inline="always")
@@ -360,7 +347,9 @@ def track(
     S: Any,
     T: Any,
     Hs: Any,
-    table: Any,
+    K: Any,
+    V: Any,
+    U: Any,
     free: Any,
     G: Any,
     finished: Any,
@@ -403,9 +392,10 @@ def track(
             key = (a_hi, a_lo, b_hi, b_lo, (sp << 16) | dp)
         else:
             key = (b_hi, b_lo, a_hi, a_lo, (dp << 16) | sp)
+        found, at = conntable.find(K, V, key)
         slot: Any = np.int64(-1)
-        if key in table:
-            slot = table[key]
+        if found >= 0:
+            slot = V[found]
         if slot >= 0:
             src_is_client = S[slot, C_CPORT] == sp and S[slot, C_CA_LO] == a_lo and S[slot, C_CA_HI] == a_hi
             if syn and not ackf:
@@ -422,7 +412,7 @@ def track(
                         S[slot, C_FINISHED_BY] = 4
                         finished[nf] = slot
                         nf += 1
-                        del table[key]
+                        conntable.remove(V, U, found)  # `at` (== found) now takes the new instance
                         slot = -1
                     else:
                         overflow += 1
@@ -437,7 +427,7 @@ def track(
             if slot < 0:
                 overflow += 1
                 continue
-            table[key] = slot
+            conntable.put(K, V, U, at, key, slot)
             if nf > 0 and syn and not ackf:
                 # did the previous instance of this key just finish in this batch?
                 for j in range(nf):
@@ -660,14 +650,20 @@ def track(
 
 
 @nb.njit(cache=True)
-def sweep(S: Any, T: Any, table: Any, now: float, linger: float, idle: float, everything: bool) -> Any:
+def sweep(S: Any, T: Any, V: Any, U: Any, now: float, linger: float, idle: float, everything: bool) -> Any:
     """Finish connections: closed and quiet for ``linger`` s, idle for ``idle`` s, or all (EOF).
 
-    Removes them from the table and returns their slots (rows still intact).
+    Removes them from the table and returns their slots (rows still intact), in the order the
+    connections opened.
     """
-    out = np.empty(len(table), np.int64)
+    n = U[conntable.LIVE]
+    out = np.empty(n, np.int64)
+    where = np.empty(n, np.int64)
     k = 0
-    for slot in table.values():
+    for i in range(len(V)):
+        slot = V[i]
+        if slot < 0:
+            continue
         quiet = now - T[slot, T_END]
         done = everything
         if S[slot, C_CLOSED] == 1 and quiet > linger:
@@ -677,12 +673,13 @@ def sweep(S: Any, T: Any, table: Any, now: float, linger: float, idle: float, ev
             S[slot, C_FINISHED_BY] = 3
         if done:
             out[k] = slot
+            where[k] = i
             k += 1
+    ids = np.empty(k, np.int64)
     for j in range(k):
-        slot = out[j]
-        key = (S[slot, C_K0], S[slot, C_K0 + 1], S[slot, C_K0 + 2], S[slot, C_K0 + 3], S[slot, C_K0 + 4])
-        del table[key]
-    return out[:k]
+        conntable.remove(V, U, where[j])
+        ids[j] = S[out[j], C_ID]
+    return out[:k][np.argsort(ids, kind="mergesort")]
 
 
 @nb.njit(cache=True)
@@ -770,7 +767,7 @@ class Engine:
         self.G = np.zeros(G_COLS, np.int64)
         self.G[G_FREE_TOP] = capacity
         self.G[G_NEXT_ID] = 0
-        self.table = new_key_dict()
+        self.K, self.V, self.U = conntable.new()
         self.events: dict[int, dict[int, list[TcpEvent]]] = {}
         self.app: dict[int, _AppConn | None] = {}
         self.now = float("-inf")
@@ -780,6 +777,15 @@ class Engine:
         self._ips: dict[tuple[int, int], str] = {}
         self._state_memo: dict[tuple[Any, ...], str] = {}
         self.lite = False  # clean connections as ConnectionLines (set by CaptureAnalysis)
+        # the compiled HTTP/1.1 screen (h1screen): only in front of the app layer alone, and only
+        # when the payload can be read again for a hand-over (CaptureAnalysis sets payload_fd)
+        self.screens = len(self.factories) == 1 and getattr(self.factories[0], "screen", None) == "http1"
+        self.payload_fd: int | None = None
+        self.A = np.zeros((capacity, h1screen.A_COLS), np.int64)
+        self.R = np.zeros((capacity, h1screen.MAX_RECORDS, h1screen.R_COLS), np.int64)
+        self.RT = np.zeros((capacity, h1screen.MAX_RECORDS), np.float64)
+        self.replays = 0  # connections handed from the screen to the Python app layer
+        self.screened_quiet = 0  # connections the screen alone proved quiet
 
     # -- capacity ------------------------------------------------------------------------------
     def _ensure(self, n: int) -> None:
@@ -788,11 +794,11 @@ class Engine:
             return
         old = len(self.S)
         new = max(old * 2, old + n + 16)
-        for name in ("S", "T", "Hs"):
+        for name in ("S", "T", "Hs", "A", "R", "RT"):
             # np.zeros maps fresh zero pages: only the rows ever used become resident (an in-place
             # ndarray.resize zero-fills the new rows and measured 585 MB peak instead of 403 MB)
             arr = getattr(self, name)
-            grown = np.zeros((new, arr.shape[1]), arr.dtype)
+            grown = np.zeros((new, *arr.shape[1:]), arr.dtype)
             grown[:old] = arr
             setattr(self, name, grown)
         free = np.empty(new, np.int64)
@@ -818,26 +824,43 @@ class Engine:
         st.first_ts = t0 if st.first_ts is None else min(st.first_ts, t0)
         st.last_ts = t1 if st.last_ts is None else max(st.last_ts, t1)
         self._ensure(n)
+        self.K, self.V, self.U = conntable.reserve(self.K, self.V, self.U, n)
         finished = np.empty(n, np.int64)
         P, E, ET, ne, nf, _overflow = track(
-            H, batch.ts, batch.first_frame, self.S, self.T, self.Hs, self.table, self.free, self.G, finished
+            H,
+            batch.ts,
+            batch.first_frame,
+            self.S,
+            self.T,
+            self.Hs,
+            self.K,
+            self.V,
+            self.U,
+            self.free,
+            self.G,
+            finished,
         )
         self.peak_live = max(self.peak_live, int(self.G[G_LIVE]))
         if ne:
             self._collect_events(E[:ne], ET[:ne])
         if self.factories:
+            if self.screens and self.payload_fd is not None:
+                h1screen.screen(
+                    P, H, batch.buf, batch.ts, batch.first_frame, batch.file_offset, self.A, self.R,
+                    self.RT, self.max_app_bytes, P_CONN, P_SLOT, P_DIR, P_REL, P_DELIVER,
+                )  # fmt: skip
             self._deliver(batch, H, P)
         if nf:
             yield from self._finish(finished[:nf])
         self.now = max(self.now, t1)
         yield from self._finish(
-            sweep(self.S, self.T, self.table, self.now, self.linger, self.idle_timeout, False)
+            sweep(self.S, self.T, self.V, self.U, self.now, self.linger, self.idle_timeout, False)
         )
 
     def close(self) -> Iterator[Connection | ConnectionLines]:
         """The end of the capture: every live connection is finished."""
         yield from self._finish(
-            sweep(self.S, self.T, self.table, self.now, self.linger, self.idle_timeout, True)
+            sweep(self.S, self.T, self.V, self.U, self.now, self.linger, self.idle_timeout, True)
         )
 
     # -- events --------------------------------------------------------------------------------
@@ -859,37 +882,85 @@ class Engine:
 
         One ``tolist`` of the needed columns per batch; packets of connections the app layer
         declined (or whose streams are done) cost a dict lookup; payload goes out as slices of
-        the batch buffer (one copy, of the bytes not skipped).
+        the batch buffer (one copy, of the bytes not skipped). A packet marked
+        ``DELIVER_REPLAY`` is where the screen gave its connection up: what it recorded is
+        replayed first.
         """
         idx = np.flatnonzero(P[:, P_DELIVER])
         if not len(idx):
             return
         buf = batch.buf.data  # a memoryview: cheaper to slice than the array
-        cols = np.empty((len(idx), 9), np.int64)
+        cols = np.empty((len(idx), 10), np.int64)
         cols[:, 0] = idx
-        cols[:, 1:5] = P[idx, :P_DELIVER]  # conn id + 1, slot, direction, relative seq
-        cols[:, 5:9] = H[idx][:, [H_FLAGS, H_SEGLEN, H_POFF, H_PCAP]]
+        cols[:, 1:6] = P[idx, : P_DELIVER + 1]  # conn id + 1, slot, direction, relative seq, mark
+        cols[:, 6:10] = H[idx][:, [H_FLAGS, H_SEGLEN, H_POFF, H_PCAP]]
         tss = batch.ts[idx].tolist()
         first = batch.first_frame
-        app = self.app
-        closing = FIN | RST
-        for (i, cid1, slot, d, rel, flags, seglen, poff, pcap), ts in zip(cols.tolist(), tss, strict=True):
-            cid = cid1 - 1
-            ac = app.get(cid, False)
+        for (i, cid1, slot, d, rel, mark, flags, seglen, poff, pcap), ts in zip(
+            cols.tolist(), tss, strict=True
+        ):
+            if mark == h1screen.DELIVER_REPLAY:
+                self._replay(slot, cid1 - 1)
+            self._deliver_one(cid1 - 1, slot, d, rel, flags, seglen, buf, poff, pcap, first + i, ts)
+
+    def _deliver_one(
+        self,
+        cid: int,
+        slot: int,
+        d: int,
+        rel: int,
+        flags: int,
+        seglen: int,
+        buf: Any,
+        poff: int,
+        pcap: int,
+        frame: int,
+        ts: float,
+    ) -> None:
+        ac = self.app.get(cid, False)
+        if ac is None:
+            return
+        if ac is False:
+            if seglen == 0:
+                return
+            ac = self._open_app(cid, slot, d, buf[poff : poff + pcap].tobytes())
             if ac is None:
-                continue
-            if ac is False:
-                if seglen == 0:
-                    continue
-                ac = self._open_app(cid, slot, d, buf[poff : poff + pcap].tobytes())
-                if ac is None:
-                    continue
-            assert isinstance(ac, _AppConn)
-            stream = ac.streams[d]
-            if seglen > 0 and not stream.done:
-                self._data(ac, stream, _DIRS[d], slot, cid, buf, rel, seglen, poff, pcap, first + i, ts)
-            if flags & closing:
-                ac.analyzer.closed(_DIRS[d], first + i, ts, bool(flags & RST))
+                return
+        assert isinstance(ac, _AppConn)
+        stream = ac.streams[d]
+        if seglen > 0 and not stream.done:
+            self._data(ac, stream, _DIRS[d], slot, cid, buf, rel, seglen, poff, pcap, frame, ts)
+        if flags & (FIN | RST):
+            ac.analyzer.closed(_DIRS[d], frame, ts, bool(flags & RST))
+
+    def _replay(self, slot: int, cid: int) -> None:
+        """Feed the deliveries the screen recorded for ``slot`` to the Python app layer, read
+        again from the capture file: the analyzer ends where it would have been all along."""
+        fd = self.payload_fd
+        assert fd is not None
+        n = int(self.A[slot, h1screen.A_NREC])
+        self.A[slot, h1screen.A_MODE] = h1screen.MODE_PYTHON
+        self.A[slot, h1screen.A_NREC] = 0
+        self.replays += 1
+        recs = self.R[slot, :n].tolist()
+        for (off, pcap, seglen, rel, d, flags, frame), ts in zip(
+            recs, self.RT[slot, :n].tolist(), strict=True
+        ):
+            data = os.pread(fd, pcap, off) if pcap else b""
+            if len(data) != pcap:
+                raise InputError(f"byte offset {off}: the capture changed while it was read")
+            self._deliver_one(cid, slot, d, rel, flags, seglen, memoryview(data), 0, pcap, frame, ts)
+
+    def _screen_results(self, slots: Any, cids: Any, clean: Any) -> None:
+        """Finished connections the screen followed: replay those whose app result is needed
+        after all (not clean (``clean`` False: not SF/S1, or reset), or not quiet)."""
+        if not (self.screens and self.payload_fd is not None):
+            return
+        verdict = h1screen.verdicts(self.A, slots, cids)
+        self.screened_quiet += int(((verdict == 1) & clean).sum())
+        need = np.flatnonzero((verdict == 0) | ((verdict == 1) & ~clean))
+        for j in need.tolist():
+            self._replay(int(slots[j]), int(cids[j]))
 
     def _open_app(self, cid: int, slot: int, d: int, first: bytes) -> _AppConn | None:
         # a factory that declares ``reads_connection = False`` gets a placeholder, not the record
@@ -1017,7 +1088,8 @@ class Engine:
         ``slots`` are the finished rows of a chunk, ``S`` their copy of ``self.S[slots]`` and
         ``states`` their conn_state names (an object array, one ``str`` per row).
         """
-        return None
+        clean = np.isin(states, list(_CLEAN_STATES)) & (S[:, C_RESET_BY] < 0)
+        self._screen_results(slots, S[:, C_ID], clean)
 
     def _build_many(self, slots: Any) -> list[Connection | ConnectionLines]:
         """Finished connections from their rows, a chunk at a time.
@@ -1332,6 +1404,7 @@ class CaptureAnalysis:
     ) -> None:
         self.reader = open_capture(path)
         self.engine = engine or Engine(factories)
+        self.engine.payload_fd = self.reader.payload_fd()
         self.observers = list(observers)
         self.keep_clean = keep_clean
         self.keep_notable = keep_notable
