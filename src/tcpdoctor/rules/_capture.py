@@ -14,8 +14,9 @@ Timing facts (cited on the rule pages):
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from tcpdoctor.evidence.pcap import (
@@ -128,6 +129,8 @@ def syn_retries(conn: Connection) -> tuple[list[TcpEvent], list[TcpEvent]]:
 
 def data_retransmissions(conn: Connection, side: Direction) -> list[TcpEvent]:
     """Retransmitted data segments of one side (SYNs excluded; fast retransmissions included)."""
+    if not conn.events:
+        return []
     syn_frames = {e.frame for e in side_events(conn, SYN_RETRANSMISSION, side)}
     return [
         e
@@ -146,7 +149,11 @@ def into_zero_window(conn: Connection, side: Direction, event: TcpEvent) -> bool
     calls those retransmits zero-window probes (net/ipv4/tcp_timer.c, tcp_retransmit_timer:
     "Receiver dastardly shrinks window. Our retransmits become zero probes"): they are not losses.
     """
-    zero = side_events(conn, ZERO_WINDOW, side.other)
+    return _into_zero_window(conn, side, event, side_events(conn, ZERO_WINDOW, side.other))
+
+
+def _into_zero_window(conn: Connection, side: Direction, event: TcpEvent, zero: Sequence[TcpEvent]) -> bool:
+    """:func:`into_zero_window` with the peer's zero-window events (``zero``) already picked out."""
     if not zero or zero[0].ts > event.ts:
         return False
     answer = max(ZERO_WINDOW_ANSWER, 4 * (conn.handshake_rtt or 0.0))
@@ -161,8 +168,11 @@ def split_retransmissions(conn: Connection, side: Direction) -> tuple[list[TcpEv
     """(data retransmissions that may be losses, those sent into the peer's zero window)."""
     lost: list[TcpEvent] = []
     windowed: list[TcpEvent] = []
-    for e in data_retransmissions(conn, side):
-        (windowed if into_zero_window(conn, side, e) else lost).append(e)
+    retx = data_retransmissions(conn, side)
+    if retx:
+        zero = side_events(conn, ZERO_WINDOW, side.other)
+        for e in retx:
+            (windowed if _into_zero_window(conn, side, e, zero) else lost).append(e)
     return lost, windowed
 
 
@@ -347,7 +357,7 @@ def probe_records(pcap: PcapEvidence) -> list[ProbeRecord]:
     ledger = probe_ledger(pcap)
     if ledger is not None:
         return ledger.records
-    return [r for c in pcap.connections if (res := app(c)) is not None for r in records_of(c, res)]
+    return [r for c, res in index(pcap).with_app() for r in records_of(c, res)]
 
 
 def probes(pcap: PcapEvidence, timeout: float = DEFAULT_PROBE_TIMEOUT) -> list[ProbeSeen]:
@@ -394,3 +404,94 @@ def retries_text(seen: Sequence[ProbeSeen]) -> str:
 
 def tuple_key(conn: Connection) -> tuple[str, str]:
     return (str(conn.client), str(conn.server))
+
+
+# --- the shared index: which connections each rule can report on, once per evidence object ------------
+# On a big capture the rules read up to 30,000 kept connections; most of them have no TCP event, no
+# RST and no app-layer result. The index lists the connections with each (in the order of
+# ``pcap.connections``, so findings keep their order) and the idle-reset / close-race verdicts that
+# PCP003 and PCP005 both need; the rules apply the functions above to those connections only, so
+# they find exactly what they would find walking every connection. It keeps few objects alive
+# (parallel lists, no per-connection records): objects that survive would make the cyclic garbage
+# collector walk the whole heap more often while the rules run.
+
+
+class CaptureIndex:
+    """What the capture rules share about one :class:`PcapEvidence`: get it with :func:`index`."""
+
+    def __init__(self, pcap: PcapEvidence) -> None:
+        self.location = location(pcap)
+        self._by_kind: dict[str, list[Connection]] = {}  # event kind -> the connections with one
+        self.retransmitting: list[Connection] = []  # connections with a retransmission of any kind
+        self.reset: list[Connection] = []  # connections with a RST (reset_by set)
+        self.app_connections: list[Connection] = []  # connections with app-layer results ...
+        self.app_results: list[AppResult] = []  # ... and those results (parallel lists)
+        by_kind = self._by_kind
+        retransmitting = self.retransmitting
+        for c in pcap.connections:
+            for e in c.events:
+                kind = e.kind
+                found = by_kind.get(kind)
+                if found is None:
+                    by_kind[kind] = [c]
+                elif found[-1] is not c:
+                    found.append(c)
+                if kind.endswith(RETRANSMISSION) and (not retransmitting or retransmitting[-1] is not c):
+                    retransmitting.append(c)
+            if c.reset_by is not None:
+                self.reset.append(c)
+            if c.app:
+                result = app(c)
+                if result is not None:
+                    self.app_connections.append(c)
+                    self.app_results.append(result)
+        self._idle: list[IdleReset | None] | None = None
+        self._race: list[tuple[Exchange, tuple[int, float]] | None] | None = None
+
+    def evidence(self, detail: str) -> Evidence:
+        """As :func:`evidence` (the location object is shared: it is frozen)."""
+        return Evidence("pcap", detail, self.location)
+
+    def with_app(self) -> Iterator[tuple[Connection, AppResult]]:
+        return zip(self.app_connections, self.app_results, strict=True)
+
+    def reset_verdicts(
+        self,
+    ) -> Iterator[tuple[Connection, IdleReset | None, tuple[Exchange, tuple[int, float]] | None]]:
+        """Each connection with a RST, its :func:`idle_reset` and its :func:`race` (computed once)."""
+        if self._idle is None or self._race is None:
+            self._idle = [idle_reset(c) for c in self.reset]
+            self._race = [race(c) for c in self.reset]
+        return zip(self.reset, self._idle, self._race, strict=True)
+
+    def with_event(self, kind: str) -> list[Connection]:
+        """As ``PcapEvidence.with_event`` (the list is shared: do not change it)."""
+        return self._by_kind.get(kind, [])
+
+
+_index: tuple[weakref.ref[PcapEvidence], int, int, CaptureIndex] | None = None
+
+
+def index(pcap: PcapEvidence) -> CaptureIndex:
+    """The shared index of ``pcap``: built by the first rule that asks, reused by the others of the run.
+
+    One evidence object is cached (weakly: it does not keep the evidence alive); another evidence
+    object, or a new or resized ``connections`` list, gets a new index.
+    """
+    global _index
+    cached = _index
+    if (
+        cached is not None
+        and cached[0]() is pcap
+        and cached[1] == id(pcap.connections)
+        and cached[2] == len(pcap.connections)
+    ):
+        return cached[3]
+    built = CaptureIndex(pcap)
+    _index = (weakref.ref(pcap), id(pcap.connections), len(pcap.connections), built)
+    return built
+
+
+def endpoint_key(conn: Connection) -> tuple[str, int, str, int]:
+    """The 4-tuple as values: equal exactly when :func:`tuple_key` is (an endpoint's text is unique)."""
+    return (conn.client.ip, conn.client.port, conn.server.ip, conn.server.port)

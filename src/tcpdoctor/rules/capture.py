@@ -7,14 +7,16 @@ from collections.abc import Iterator
 
 from tcpdoctor.evidence.pcap import (
     FAST_RETRANSMISSION,
+    KEEP_ALIVE,
     REUSED_PORTS,
+    SYN_RETRANSMISSION,
     ZERO_WINDOW,
     ZERO_WINDOW_PROBE,
     Connection,
     Direction,
     PcapEvidence,
 )
-from tcpdoctor.model import Finding, Fix, Severity
+from tcpdoctor.model import Finding, Fix, Severity, Subject
 from tcpdoctor.rules import _capture as cap
 from tcpdoctor.rules.registry import EvidenceBag, rule
 from tcpdoctor.sources.pcap.http2 import error_name
@@ -134,7 +136,7 @@ def syn_unanswered(bag: EvidenceBag) -> Iterator[Finding]:
 )
 def slow_handshake(bag: EvidenceBag) -> Iterator[Finding]:
     pcap = cap.capture(bag)
-    for c in pcap.connections:
+    for c in cap.index(pcap).with_event(SYN_RETRANSMISSION):
         client_retries, server_retries = cap.syn_retries(c)
         if c.synack_ts is None or c.syn_ts is None or not (client_retries or server_retries):
             continue
@@ -181,9 +183,8 @@ def slow_handshake(bag: EvidenceBag) -> Iterator[Finding]:
 )
 def reset_after_idle(bag: EvidenceBag) -> Iterator[Finding]:
     pcap = cap.capture(bag)
-    for c in pcap.connections:
-        found = cap.idle_reset(c)
-        if found is None or cap.race(c) is not None:
+    for c, found, raced in cap.index(pcap).reset_verdicts():  # an idle reset needs a RST
+        if found is None or raced is not None:
             continue
         if found.answered_data:
             what = (
@@ -246,7 +247,7 @@ def reset_after_idle(bag: EvidenceBag) -> Iterator[Finding]:
 )
 def keepalive_close_race(bag: EvidenceBag) -> Iterator[Finding]:
     pcap = cap.capture(bag)
-    for c in pcap.connections:
+    for c in cap.index(pcap).app_connections:  # a race needs the server's FIN seen by the app layer
         found = cap.race(c)
         if found is None:
             continue
@@ -283,10 +284,12 @@ def keepalive_close_race(bag: EvidenceBag) -> Iterator[Finding]:
 )
 def aborted_mid_exchange(bag: EvidenceBag) -> Iterator[Finding]:
     pcap = cap.capture(bag)
-    for c in pcap.connections:
-        if c.reset_by is None or c.reset_phase != "established" or c.reset_ts is None:
+    idx = cap.index(pcap)
+    unknown_cut: Fix | None = None
+    for c, idle_found, raced in idx.reset_verdicts():
+        if c.reset_phase != "established" or c.reset_ts is None:
             continue
-        if cap.idle_reset(c) is not None or cap.race(c) is not None:
+        if idle_found is not None or raced is not None:
             continue
         result = cap.app(c)
         idle = f" {cap.secs(c.idle_before_reset)} after the previous packet" if c.idle_before_reset else ""
@@ -309,11 +312,9 @@ def aborted_mid_exchange(bag: EvidenceBag) -> Iterator[Finding]:
             yield aborted_mid_exchange.finding(
                 f"{c.name}: the {c.reset_by} aborted the connection with RST (frame {c.reset_frame}){idle} "
                 f"{state}",
-                location=cap.location(pcap),
+                location=idx.location,
                 subject=c.subject(),
-                evidence=[
-                    cap.evidence(pcap, f"request sent at frame {ex.sent_frame}, RST frame {c.reset_frame}")
-                ],
+                evidence=[idx.evidence(f"request sent at frame {ex.sent_frame}, RST frame {c.reset_frame}")],
                 fix=Fix(
                     f"find why the {c.reset_by} aborts: a process killed or restarted (SIGKILL after the grace "
                     "period, OOM), close() with unread data or SO_LINGER 0, a handler panic, or a proxy "
@@ -323,15 +324,19 @@ def aborted_mid_exchange(bag: EvidenceBag) -> Iterator[Finding]:
         elif result is None or (not result.exchanges and result.protocol != "http1"):
             if c.c2s.bytes + c.s2c.bytes == 0:
                 continue
+            # thousands of these on a big capture seen without its app layer: one Fix for all (it is frozen)
+            if unknown_cut is None:
+                unknown_cut = Fix("capture the cleartext side (before TLS termination) to see what was cut")
+            name = c.name
             yield aborted_mid_exchange.finding(
-                f"{c.name}: the {c.reset_by} aborted the established connection with RST (frame "
+                f"{name}: the {c.reset_by} aborted the established connection with RST (frame "
                 f"{c.reset_frame}){idle} after {c.c2s.bytes} bytes from the client and {c.s2c.bytes} from "
                 "the server; the application layer is not visible, so whether a response was cut is unknown",
                 severity=Severity.INFO,
-                location=cap.location(pcap),
-                subject=c.subject(),
-                evidence=[cap.evidence(pcap, f"RST frame {c.reset_frame}, history {c.history}")],
-                fix=Fix("capture the cleartext side (before TLS termination) to see what was cut"),
+                location=idx.location,
+                subject=Subject(connection=name),
+                evidence=[idx.evidence(f"RST frame {c.reset_frame}, history {c.history}")],
+                fix=unknown_cut,
             )
 
 
@@ -347,9 +352,7 @@ def aborted_mid_exchange(bag: EvidenceBag) -> Iterator[Finding]:
 )
 def injected_reset(bag: EvidenceBag) -> Iterator[Finding]:
     pcap = cap.capture(bag)
-    for c in pcap.connections:
-        if c.reset_by is None:
-            continue
+    for c in cap.index(pcap).reset:
         stats = c.stats(Direction.CLIENT if c.reset_by == "client" else Direction.SERVER)
         if stats.ttl is None or stats.rst_ttl is None or stats.rst_ttl == stats.ttl:
             continue
@@ -389,14 +392,16 @@ def injected_reset(bag: EvidenceBag) -> Iterator[Finding]:
 )
 def mtu_black_hole(bag: EvidenceBag) -> Iterator[Finding]:
     pcap = cap.capture(bag)
-    for c in pcap.connections:
+    for c in cap.index(pcap).retransmitting:
         for side in (Direction.CLIENT, Direction.SERVER):
+            # segments resent into the peer's zero window were refused by the receiver, not the path
+            retx, _ = cap.split_retransmissions(c, side)
+            if len(retx) < 3:
+                continue  # fewer than 3 big ones for sure
             peer = c.stats(side.other)
             mine = c.stats(side)
             # the largest segment this side may send: the peer's MSS, or its own if smaller (TCP_MAXSEG)
             mss = min((m for m in (peer.mss, mine.mss) if m), default=1460)
-            # segments resent into the peer's zero window were refused by the receiver, not the path
-            retx, _ = cap.split_retransmissions(c, side)
             big = [e for e in retx if e.length >= 0.85 * mss]
             if len(big) < 3 or len(big) < len(retx):
                 continue
@@ -437,13 +442,13 @@ MIN_STALL_SECONDS = 0.2  # a zero window shorter than this, then reopened, is fl
 )
 def zero_window_stall(bag: EvidenceBag) -> Iterator[Finding]:
     pcap = cap.capture(bag)
-    for c in pcap.connections:
+    for c in cap.index(pcap).with_event(ZERO_WINDOW):
         for side in (Direction.CLIENT, Direction.SERVER):
             zw = cap.side_events(c, ZERO_WINDOW, side)
             if not zw:
                 continue
             probes = cap.side_events(c, ZERO_WINDOW_PROBE, side.other)
-            keepalive_probes = [e for e in c.events if e.kind == "keep_alive" and e.direction is side.other]
+            keepalive_probes = cap.side_events(c, KEEP_ALIVE, side.other)
             all_probes = sorted(
                 {e.frame: e for e in [*probes, *keepalive_probes]}.values(), key=lambda e: e.ts
             )
@@ -509,7 +514,7 @@ def zero_window_stall(bag: EvidenceBag) -> Iterator[Finding]:
 )
 def heavy_retransmission(bag: EvidenceBag) -> Iterator[Finding]:
     pcap = cap.capture(bag)
-    for c in pcap.connections:
+    for c in cap.index(pcap).retransmitting:
         for side in (Direction.CLIENT, Direction.SERVER):
             retx, windowed = cap.split_retransmissions(c, side)
             if not retx:
@@ -585,11 +590,20 @@ def heavy_retransmission(bag: EvidenceBag) -> Iterator[Finding]:
 )
 def four_tuple_reuse(bag: EvidenceBag) -> Iterator[Finding]:
     pcap = cap.capture(bag)
-    groups: dict[tuple[str, str], list[Connection]] = {}
+    # by 4-tuple (as cap.tuple_key, without formatting endpoints), in order of first appearance; a list
+    # only for the 4-tuples seen more than once (most are seen once: no object kept for them)
+    first: dict[tuple[str, int, str, int], Connection] = {}
+    again: dict[tuple[str, int, str, int], list[Connection]] = {}
     for c in pcap.connections:
-        groups.setdefault(cap.tuple_key(c), []).append(c)
+        key = (c.client.ip, c.client.port, c.server.ip, c.server.port)  # as cap.endpoint_key
+        seen = first.setdefault(key, c)
+        if seen is not c:
+            again.setdefault(key, [seen]).append(c)
     reported: set[int] = set()
-    for conns in groups.values():
+    for key in first:
+        conns = again.get(key)
+        if conns is None:
+            continue
         conns.sort(key=lambda c: c.start)
         for before, after in itertools.pairwise(conns):
             gap = after.start - before.end
@@ -597,7 +611,7 @@ def four_tuple_reuse(bag: EvidenceBag) -> Iterator[Finding]:
                 continue
             reported.add(after.id)
             yield _reuse_finding(pcap, after, before, gap)
-    for c in pcap.with_event(REUSED_PORTS):
+    for c in cap.index(pcap).with_event(REUSED_PORTS):
         if c.id not in reported:
             yield _reuse_finding(pcap, c, None, None)
 
@@ -642,9 +656,8 @@ def _reuse_finding(
 )
 def http2_goaway(bag: EvidenceBag) -> Iterator[Finding]:
     pcap = cap.capture(bag)
-    for c in pcap.connections:
-        result = cap.app(c)
-        if result is None or not result.goaways:
+    for c, result in cap.index(pcap).with_app():
+        if not result.goaways:
             continue
         for g in result.goaways:
             later = [
@@ -779,9 +792,8 @@ def _errored_probe(first: cap.ProbeSeen, were: str, outcome: str) -> str:
 )
 def tls_handshake_problem(bag: EvidenceBag) -> Iterator[Finding]:
     pcap = cap.capture(bag)
-    for c in pcap.connections:
-        result = cap.app(c)
-        if result is None or result.tls is None:
+    for c, result in cap.index(pcap).with_app():
+        if result.tls is None:
             continue
         info = result.tls
         sni = f" (SNI {info.sni})" if info.sni else ""
