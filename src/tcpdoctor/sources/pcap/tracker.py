@@ -1139,7 +1139,7 @@ class Engine:
         # the fast lane: clean, no TCP event, no app-layer analyzer or a quiet one
         lite = np.zeros(n, np.bool_)
         if self.lite:
-            lite = np.isin(codes, _CLEAN_CODES) & lines.formattable(T[:, T_START], T[:, T_END])
+            lite = _CLEAN_BY_CODE[codes] & lines.formattable(T[:, T_START], T[:, T_END])
             if events:
                 lite &= ~np.isin(S[:, C_ID], np.fromiter(events, np.int64, len(events)))
             if app:
@@ -1358,7 +1358,7 @@ _CLEAN_STATES = frozenset({"SF", "S1"})
 # states as codes (index into CONN_STATES) for the chunk-wide numpy work of _build_many
 _STATE_CODE = {name: code for code, name in enumerate(CONN_STATES)}
 _STATE_NAMES = np.array(CONN_STATES, dtype=object)
-_CLEAN_CODES = np.array(sorted(_STATE_CODE[name] for name in _CLEAN_STATES), np.int64)
+_CLEAN_BY_CODE = np.array([name in _CLEAN_STATES for name in CONN_STATES])
 _STATE_TABLE = lines.state_table(CONN_STATES)
 _SYN_COLS = [D0 + D_SYNS, D0 + ND + D_SYNS]
 # the S columns of the fast lane's matrix, in lines.L_* order (L_STATE and L_RETX are overwritten)
