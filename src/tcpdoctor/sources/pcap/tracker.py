@@ -695,6 +695,7 @@ def release(free: Any, G: Any, slots: Any) -> None:
 # =============================================================================================
 
 _DIRS = (Direction.CLIENT, Direction.SERVER)
+SWEEP_EVERY = 1.0  # seconds of capture time between sweeps for finished connections
 BUILD_CHUNK = 4096  # finished connections turned into records at a time (bounds the EOF spike)
 FINISHED_BY = {0: "eof", 1: "fin", 2: "rst", 3: "idle", 4: "reuse"}
 PHASES = {1: "handshake", 2: "established", 3: "closing"}
@@ -785,6 +786,7 @@ class Engine:
         self.R = np.zeros((capacity, h1screen.MAX_RECORDS, h1screen.R_COLS), np.int64)
         self.RT = np.zeros((capacity, h1screen.MAX_RECORDS), np.float64)
         self.replays = 0  # connections handed from the screen to the Python app layer
+        self._next_sweep = float("-inf")
         self.screened_quiet = 0  # connections the screen alone proved quiet
 
     # -- capacity ------------------------------------------------------------------------------
@@ -853,9 +855,12 @@ class Engine:
         if nf:
             yield from self._finish(finished[:nf])
         self.now = max(self.now, t1)
-        yield from self._finish(
-            sweep(self.S, self.T, self.V, self.U, self.now, self.linger, self.idle_timeout, False)
-        )
+        if self.now >= self._next_sweep:
+            # at most once per SWEEP_EVERY s of capture time: each sweep walks the whole table
+            self._next_sweep = self.now + SWEEP_EVERY
+            yield from self._finish(
+                sweep(self.S, self.T, self.V, self.U, self.now, self.linger, self.idle_timeout, False)
+            )
 
     def close(self) -> Iterator[Connection | ConnectionLines]:
         """The end of the capture: every live connection is finished."""
