@@ -1055,11 +1055,6 @@ class Engine:
         finally:
             release(self.free, self.G, slots)
 
-    def _endpoint_text(self, hi: int, lo: int, port: int) -> str:
-        """str(Endpoint(...)) without the object."""
-        text = self._ip(hi, lo)
-        return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
-
     def _ip(self, hi: int, lo: int) -> str:
         key = (hi, lo)
         text = self._ips.get(key)
