@@ -422,12 +422,14 @@ class CaptureIndex:
     def __init__(self, pcap: PcapEvidence) -> None:
         self.location = location(pcap)
         self._by_kind: dict[str, list[Connection]] = {}  # event kind -> the connections with one
-        self.retransmitting: list[Connection] = []  # connections with a retransmission of any kind
+        self.retransmitting: list[Connection] = []  # connections with a data retransmission (or more)
+        self._retransmitting_sides: list[int] = []  # ... and which sides sent one (bit 1 << direction)
         self.reset: list[Connection] = []  # connections with a RST (reset_by set)
         self.app_connections: list[Connection] = []  # connections with app-layer results ...
         self.app_results: list[AppResult] = []  # ... and those results (parallel lists)
         by_kind = self._by_kind
         retransmitting = self.retransmitting
+        sides = self._retransmitting_sides
         for c in pcap.connections:
             for e in c.events:
                 kind = e.kind
@@ -436,8 +438,12 @@ class CaptureIndex:
                     by_kind[kind] = [c]
                 elif found[-1] is not c:
                     found.append(c)
-                if kind.endswith(RETRANSMISSION) and (not retransmitting or retransmitting[-1] is not c):
-                    retransmitting.append(c)
+                # a SYN retransmission is never a data one (data_retransmissions leaves its frame out)
+                if kind != SYN_RETRANSMISSION and kind.endswith(RETRANSMISSION):
+                    if not retransmitting or retransmitting[-1] is not c:
+                        retransmitting.append(c)
+                        sides.append(0)
+                    sides[-1] |= 1 << e.direction
             if c.reset_by is not None:
                 self.reset.append(c)
             if c.app:
@@ -451,6 +457,14 @@ class CaptureIndex:
     def evidence(self, detail: str) -> Evidence:
         """As :func:`evidence` (the location object is shared: it is frozen)."""
         return Evidence("pcap", detail, self.location)
+
+    def retransmitted(self) -> Iterator[tuple[Connection, Direction]]:
+        """Each connection and side that may have data retransmissions (a side with none is left out)."""
+        for c, bits in zip(self.retransmitting, self._retransmitting_sides, strict=True):
+            if bits & 1:
+                yield c, Direction.CLIENT
+            if bits & 2:
+                yield c, Direction.SERVER
 
     def with_app(self) -> Iterator[tuple[Connection, AppResult]]:
         return zip(self.app_connections, self.app_results, strict=True)

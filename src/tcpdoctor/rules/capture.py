@@ -67,6 +67,11 @@ def connection_refused(bag: EvidenceBag) -> Iterator[Finding]:
 # --- PCP002 / PCP013: handshakes ------------------------------------------------------------------
 
 
+def _syn_count(conn: Connection) -> int:
+    """``len(_syn_times(conn))``."""
+    return (conn.syn_ts is not None) + len(cap.side_events(conn, SYN_RETRANSMISSION, Direction.CLIENT))
+
+
 def _syn_times(conn: Connection) -> list[float]:
     client_retries, _ = cap.syn_retries(conn)
     times = [conn.syn_ts] if conn.syn_ts is not None else []
@@ -88,13 +93,17 @@ def syn_unanswered(bag: EvidenceBag) -> Iterator[Finding]:
     for c in pcap.with_state("S0"):
         if c.syn_ts is None:
             continue
-        retried = bool(cap.syn_retries(c)[0])
         # a lone SYN in the last second of the capture may simply not have been answered yet
-        if not retried and capture_end is not None and capture_end - c.syn_ts < cap.INITIAL_RTO_SECONDS:
+        if (
+            capture_end is not None
+            and capture_end - c.syn_ts < cap.INITIAL_RTO_SECONDS
+            and not cap.syn_retries(c)[0]
+        ):
             continue
         silent.append(c)
     for server, conns in cap.by_server(silent).items():
-        first = max(conns, key=lambda c: len(_syn_times(c)))
+        counts = [_syn_count(c) for c in conns]  # len(_syn_times(c)), without sorting the times
+        first = conns[max(range(len(conns)), key=counts.__getitem__)]  # the first with the most
         times = _syn_times(first)
         retries = cap.syn_retries(first)[0]
         gaps = cap.intervals(times)
@@ -105,7 +114,7 @@ def syn_unanswered(bag: EvidenceBag) -> Iterator[Finding]:
             if retries
             else ""
         )
-        total_syns = sum(len(_syn_times(c)) for c in conns)
+        total_syns = sum(counts)
         yield syn_unanswered.finding(
             f"{len(conns)} connection attempt{'s' if len(conns) > 1 else ''} to {server} got no answer to "
             f"{total_syns} SYN{'s' if total_syns != 1 else ''}: {first.name} sent its SYN at frame "
@@ -392,39 +401,38 @@ def injected_reset(bag: EvidenceBag) -> Iterator[Finding]:
 )
 def mtu_black_hole(bag: EvidenceBag) -> Iterator[Finding]:
     pcap = cap.capture(bag)
-    for c in cap.index(pcap).retransmitting:
-        for side in (Direction.CLIENT, Direction.SERVER):
-            # segments resent into the peer's zero window were refused by the receiver, not the path
-            retx, _ = cap.split_retransmissions(c, side)
-            if len(retx) < 3:
-                continue  # fewer than 3 big ones for sure
-            peer = c.stats(side.other)
-            mine = c.stats(side)
-            # the largest segment this side may send: the peer's MSS, or its own if smaller (TCP_MAXSEG)
-            mss = min((m for m in (peer.mss, mine.mss) if m), default=1460)
-            big = [e for e in retx if e.length >= 0.85 * mss]
-            if len(big) < 3 or len(big) < len(retx):
-                continue
-            seqs = {e.seq for e in big}
-            delivered = mine.bytes - sum(e.length for e in retx)
-            if delivered <= 0 or mine.packets - mine.retransmissions < 2:
-                continue  # nothing smaller got through: a dead path, not an MTU problem (PCP009)
-            size = max(e.length for e in big)
-            yield mtu_black_hole.finding(
-                f"{c.name}: the {side.label}'s {size}-byte segments were retransmitted {len(big)} times "
-                f"({cap.frames(e.frame for e in big)}, {len(seqs)} distinct segment"
-                f"{'s' if len(seqs) > 1 else ''}) and never acknowledged, while its smaller segments "
-                f"got through (MSS {mss}); no ICMP fragmentation-needed is analysed, so a path MTU below "
-                f"{size + 40} bytes that drops instead of signalling is the likely cause",
-                location=cap.location(pcap),
-                subject=c.subject(),
-                evidence=[cap.evidence(pcap, f"retransmitted lengths {sorted({e.length for e in big})}")],
-                fix=Fix(
-                    "let ICMP 'fragmentation needed' / 'packet too big' through every firewall and "
-                    "security group, or lower the MTU of the overlay/pod interfaces to the path MTU minus "
-                    "the encapsulation overhead; net.ipv4.tcp_mtu_probing=1 lets Linux recover by itself"
-                ),
-            )
+    for c, side in cap.index(pcap).retransmitted():  # only the sides that retransmitted data
+        # segments resent into the peer's zero window were refused by the receiver, not the path
+        retx, _ = cap.split_retransmissions(c, side)
+        if len(retx) < 3:
+            continue  # fewer than 3 big ones for sure
+        peer = c.stats(side.other)
+        mine = c.stats(side)
+        # the largest segment this side may send: the peer's MSS, or its own if smaller (TCP_MAXSEG)
+        mss = min((m for m in (peer.mss, mine.mss) if m), default=1460)
+        big = [e for e in retx if e.length >= 0.85 * mss]
+        if len(big) < 3 or len(big) < len(retx):
+            continue
+        seqs = {e.seq for e in big}
+        delivered = mine.bytes - sum(e.length for e in retx)
+        if delivered <= 0 or mine.packets - mine.retransmissions < 2:
+            continue  # nothing smaller got through: a dead path, not an MTU problem (PCP009)
+        size = max(e.length for e in big)
+        yield mtu_black_hole.finding(
+            f"{c.name}: the {side.label}'s {size}-byte segments were retransmitted {len(big)} times "
+            f"({cap.frames(e.frame for e in big)}, {len(seqs)} distinct segment"
+            f"{'s' if len(seqs) > 1 else ''}) and never acknowledged, while its smaller segments "
+            f"got through (MSS {mss}); no ICMP fragmentation-needed is analysed, so a path MTU below "
+            f"{size + 40} bytes that drops instead of signalling is the likely cause",
+            location=cap.location(pcap),
+            subject=c.subject(),
+            evidence=[cap.evidence(pcap, f"retransmitted lengths {sorted({e.length for e in big})}")],
+            fix=Fix(
+                "let ICMP 'fragmentation needed' / 'packet too big' through every firewall and "
+                "security group, or lower the MTU of the overlay/pod interfaces to the path MTU minus "
+                "the encapsulation overhead; net.ipv4.tcp_mtu_probing=1 lets Linux recover by itself"
+            ),
+        )
 
 
 # --- PCP008: zero window -----------------------------------------------------------------------------
@@ -514,68 +522,63 @@ def zero_window_stall(bag: EvidenceBag) -> Iterator[Finding]:
 )
 def heavy_retransmission(bag: EvidenceBag) -> Iterator[Finding]:
     pcap = cap.capture(bag)
-    for c in cap.index(pcap).retransmitting:
-        for side in (Direction.CLIENT, Direction.SERVER):
-            retx, windowed = cap.split_retransmissions(c, side)
-            if not retx:
-                continue  # only resends into a zero window: a slow reader (PCP008), not loss
-            stats = c.stats(side)
-            ratio = len(retx) / max(1, stats.packets)
-            by_seq: dict[int, list[float]] = {}
-            for e in retx:
-                by_seq.setdefault(e.seq, []).append(e.ts)
-            worst_seq, worst = max(by_seq.items(), key=lambda kv: len(kv[1]))
-            fast = [e for e in retx if e.kind == FAST_RETRANSMISSION]
-            dup_acks = c.stats(side.other).dup_acks
-            unacked = c.state != "SF" and c.end - max(worst) < 1e-6
-            heavy = (len(retx) >= 3 and ratio >= cap.RETRANSMISSION_RATIO) or len(worst) >= 2
-            if heavy:
-                gaps = cap.intervals(worst)
-                kind = cap.backoff_kind(gaps)
-                backoff = (
-                    f"; segment seq {worst_seq} was retransmitted {len(worst)} times, the retransmissions "
-                    f"{cap.intervals_text(worst)} apart"
-                    + (f" ({kind}: RTO back-off)" if kind == "doubling" else f" ({kind})")
-                    if len(worst) >= 2
-                    else ""
-                )
-                tail = ", and was never acknowledged before the connection ended" if unacked else ""
-                beside = (
-                    f" ({len(windowed)} more went into the {side.other.label}'s zero window, PCP008, and "
-                    f"{'is' if len(windowed) == 1 else 'are'} not counted)"
-                    if windowed
-                    else ""
-                )
-                yield heavy_retransmission.finding(
-                    f"{c.name}: the {side.label} retransmitted {len(retx)} of its {stats.packets} segments "
-                    f"({ratio:.0%}; {cap.frames(e.frame for e in retx)}){beside}{backoff}{tail}",
-                    location=cap.location(pcap),
-                    subject=c.subject(),
-                    evidence=[
-                        cap.evidence(pcap, f"{len(fast)} fast retransmissions, {dup_acks} duplicate ACKs")
-                    ],
-                    fix=Fix(
-                        "find the loss on the path (interface errors, softnet drops, a saturated link, a "
-                        "peer that vanished: pod deleted without a RST, node down); a peer that never "
-                        "acknowledges is only detected after tcp_retries2 (~15 min) unless the application "
-                        "has its own timeout or TCP_USER_TIMEOUT"
-                    ),
-                )
-            elif fast:
-                yield heavy_retransmission.finding(
-                    f"{c.name}: the {side.label} lost a segment and recovered by fast retransmission (frame "
-                    f"{fast[0].frame}) after {dup_acks} duplicate ACK{'s' if dup_acks != 1 else ''} from the "
-                    f"{side.other.label}: isolated loss, not a stall",
-                    severity=Severity.INFO,
-                    location=cap.location(pcap),
-                    subject=c.subject(),
-                    evidence=[
-                        cap.evidence(pcap, f"{len(retx)} retransmission(s) of {stats.packets} segments")
-                    ],
-                    fix=Fix(
-                        "nothing to do for one loss; watch the retransmission ratio (KRN010) if it repeats"
-                    ),
-                )
+    for c, side in cap.index(pcap).retransmitted():  # only the sides that retransmitted data
+        retx, windowed = cap.split_retransmissions(c, side)
+        if not retx:
+            continue  # only resends into a zero window: a slow reader (PCP008), not loss
+        if len(retx) == 1 and retx[0].kind != FAST_RETRANSMISSION:
+            continue  # one timeout retransmission: neither heavy (below) nor a fast recovery
+        stats = c.stats(side)
+        ratio = len(retx) / max(1, stats.packets)
+        by_seq: dict[int, list[float]] = {}
+        for e in retx:
+            by_seq.setdefault(e.seq, []).append(e.ts)
+        worst_seq, worst = max(by_seq.items(), key=lambda kv: len(kv[1]))
+        fast = [e for e in retx if e.kind == FAST_RETRANSMISSION]
+        dup_acks = c.stats(side.other).dup_acks
+        unacked = c.state != "SF" and c.end - max(worst) < 1e-6
+        heavy = (len(retx) >= 3 and ratio >= cap.RETRANSMISSION_RATIO) or len(worst) >= 2
+        if heavy:
+            gaps = cap.intervals(worst)
+            kind = cap.backoff_kind(gaps)
+            backoff = (
+                f"; segment seq {worst_seq} was retransmitted {len(worst)} times, the retransmissions "
+                f"{cap.intervals_text(worst)} apart"
+                + (f" ({kind}: RTO back-off)" if kind == "doubling" else f" ({kind})")
+                if len(worst) >= 2
+                else ""
+            )
+            tail = ", and was never acknowledged before the connection ended" if unacked else ""
+            beside = (
+                f" ({len(windowed)} more went into the {side.other.label}'s zero window, PCP008, and "
+                f"{'is' if len(windowed) == 1 else 'are'} not counted)"
+                if windowed
+                else ""
+            )
+            yield heavy_retransmission.finding(
+                f"{c.name}: the {side.label} retransmitted {len(retx)} of its {stats.packets} segments "
+                f"({ratio:.0%}; {cap.frames(e.frame for e in retx)}){beside}{backoff}{tail}",
+                location=cap.location(pcap),
+                subject=c.subject(),
+                evidence=[cap.evidence(pcap, f"{len(fast)} fast retransmissions, {dup_acks} duplicate ACKs")],
+                fix=Fix(
+                    "find the loss on the path (interface errors, softnet drops, a saturated link, a "
+                    "peer that vanished: pod deleted without a RST, node down); a peer that never "
+                    "acknowledges is only detected after tcp_retries2 (~15 min) unless the application "
+                    "has its own timeout or TCP_USER_TIMEOUT"
+                ),
+            )
+        elif fast:
+            yield heavy_retransmission.finding(
+                f"{c.name}: the {side.label} lost a segment and recovered by fast retransmission (frame "
+                f"{fast[0].frame}) after {dup_acks} duplicate ACK{'s' if dup_acks != 1 else ''} from the "
+                f"{side.other.label}: isolated loss, not a stall",
+                severity=Severity.INFO,
+                location=cap.location(pcap),
+                subject=c.subject(),
+                evidence=[cap.evidence(pcap, f"{len(retx)} retransmission(s) of {stats.packets} segments")],
+                fix=Fix("nothing to do for one loss; watch the retransmission ratio (KRN010) if it repeats"),
+            )
 
 
 # --- PCP010: TIME_WAIT reuse -----------------------------------------------------------------------
