@@ -10,6 +10,10 @@ JSON (to diff the findings before and after a change: they must be identical).
     .venv/bin/python benchmarks/capture_rules.py /tmp/bench/h1.pcap [--tcp-only] [--runs 5]
         [--per-rule] [--dump findings.json] [--against REV]
 
+--command instead runs the real command (`tcpdoctor pcap F --format json -o /dev/null`, one
+process per run) and times the run_rules call inside it: the garbage collector's state there (the
+heap the analysis left) is part of the cost; with --against the old rules run in every other process.
+
 --against REV also loads the capture rules (rules/capture.py and rules/_capture.py) as they were
 at git revision REV, runs them on the same evidence, times them the same way and checks that
 their findings are identical to today's (exit status 1 when they differ): the "before" figure
@@ -22,12 +26,13 @@ import argparse
 import dataclasses
 import gc
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -107,6 +112,58 @@ def timed(ev: PcapEvidence, rules: list[Rule]) -> tuple[float, list[Finding]]:
     return time.perf_counter() - start, found
 
 
+def in_command(capture: str, tcp_only: bool, against: str | None) -> None:
+    """One `tcpdoctor pcap` run in this process, its run_rules call timed (prints a JSON line)."""
+    import tcpdoctor.commands.pcap as command
+    from tcpdoctor.cli import main as cli
+
+    old = rules_at(against) if against else None
+    collections: list[int] = []
+    gc.callbacks.append(
+        lambda phase, info: collections.append(info["generation"]) if phase == "stop" else None
+    )
+
+    def timed_run_rules(bag: EvidenceBag, rules: Iterable[Rule] | None = None) -> Iterator[Finding]:
+        collections.clear()
+        start = time.perf_counter()
+        found = list(run_rules(bag, old if old is not None else rules))
+        took = time.perf_counter() - start
+        full = collections.count(2)
+        print(json.dumps({"seconds": took, "findings": len(found), "full_collections": full}))
+        return iter(found)
+
+    command.run_rules = timed_run_rules
+    sys.argv = ["tcpdoctor", "pcap", capture, "--format", "json", "--fail-on", "never", "-o", os.devnull]
+    sys.argv += ["--tcp-only"] if tcp_only else []
+    try:
+        cli()
+    except SystemExit:
+        pass
+
+
+def command_runs(args: argparse.Namespace) -> None:
+    """--command: each run in its own process, interleaved with the old rules' runs (--against)."""
+    results: dict[str, list[dict[str, float]]] = {"now": [], "before": []}
+    for _ in range(args.runs):
+        for label, against in (("now", None), ("before", args.against)):
+            if label == "before" and not against:
+                continue
+            child = [sys.executable, __file__, args.capture, "--in-command"]
+            child += ["--tcp-only"] if args.tcp_only else []
+            child += ["--against", against] if against else []
+            out = subprocess.run(child, capture_output=True, text=True, check=True).stdout
+            results[label].append(json.loads(out.strip().splitlines()[-1]))
+    for label, runs in results.items():
+        if runs:
+            ms = [r["seconds"] * 1000 for r in runs]
+            name = "today's rules" if label == "now" else f"the capture rules of {args.against}"
+            print(
+                f"run_rules inside `tcpdoctor pcap --format json{' --tcp-only' if args.tcp_only else ''}` with "
+                f"{name}: median {statistics.median(ms):.1f} ms over {len(ms)} runs (min {min(ms):.1f} ms), "
+                f"{runs[0]['findings']} findings, full collections {[int(r['full_collections']) for r in runs]}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -121,7 +178,17 @@ def main() -> None:
     parser.add_argument(
         "--against", metavar="REV", help="compare with the capture rules of this git revision"
     )
+    parser.add_argument(
+        "--command", action="store_true", help="time run_rules inside the real command (a process per run)"
+    )
+    parser.add_argument("--in-command", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.in_command:
+        in_command(args.capture, args.tcp_only, args.against)
+        return
+    if args.command:
+        command_runs(args)
+        return
 
     started = time.perf_counter()
     ev = analyse(args.capture, args.tcp_only)

@@ -284,6 +284,11 @@ def keepalive_close_race(bag: EvidenceBag) -> Iterator[Finding]:
         )
 
 
+def _idle_before(c: Connection) -> str:
+    """PCP005's ' 1.2 ms after the previous packet' (or '')."""
+    return f" {cap.secs(c.idle_before_reset)} after the previous packet" if c.idle_before_reset else ""
+
+
 @rule(
     "PCP005",
     name="aborted-mid-exchange",
@@ -301,7 +306,6 @@ def aborted_mid_exchange(bag: EvidenceBag) -> Iterator[Finding]:
         if idle_found is not None or raced is not None:
             continue
         result = cap.app(c)
-        idle = f" {cap.secs(c.idle_before_reset)} after the previous packet" if c.idle_before_reset else ""
         if result is not None and result.exchanges:
             cut = [
                 e
@@ -310,6 +314,7 @@ def aborted_mid_exchange(bag: EvidenceBag) -> Iterator[Finding]:
             ]
             if not cut:
                 continue
+            idle = _idle_before(c)
             ex = cut[-1]
             if ex.response is None:
                 state = f"before any response to {ex.describe()} (request frame {ex.request.first_frame})"
@@ -333,6 +338,7 @@ def aborted_mid_exchange(bag: EvidenceBag) -> Iterator[Finding]:
         elif result is None or (not result.exchanges and result.protocol != "http1"):
             if c.c2s.bytes + c.s2c.bytes == 0:
                 continue
+            idle = _idle_before(c)
             # thousands of these on a big capture seen without its app layer: one Fix for all (it is frozen)
             if unknown_cut is None:
                 unknown_cut = Fix("capture the cleartext side (before TLS termination) to see what was cut")
