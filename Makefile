@@ -31,6 +31,9 @@ $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 # from source (~0.2 s of each start); compileall writes .pyc regardless and skips fresh ones
 install: $(VENV)/.installed
 	$(BIN)/python -m compileall -q src
+	@# the capture kernels compiled ahead of time (no numba start-up in `tcpdoctor pcap`); without a
+	@# C compiler tcpdoctor still works, numba compiling them at first use instead
+	$(BIN)/python -m tcpdoctor.sources.pcap.aot_build || echo "tcpdoctor: ahead-of-time build failed; numba will compile the capture kernels at first use" >&2
 install-test: install $(VENV)/.installed-test
 
 apt-test:

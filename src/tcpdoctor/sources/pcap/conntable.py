@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba as nb
 import numpy as np
+
+from tcpdoctor.sources.pcap._jit import aot, njit
 
 EMPTY = -1
 TOMB = -2
@@ -27,7 +28,7 @@ def new(capacity: int = 1 << 16) -> tuple[Any, Any, Any]:
     return np.zeros((size, 5), np.int64), np.full(size, EMPTY, np.int64), np.zeros(U_COLS, np.int64)
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _hash(k0: int, k1: int, k2: int, k3: int, k4: int) -> Any:
     # a multiply-xorshift mix (splitmix64's finaliser) of a weighted sum; int64 arithmetic wraps
     x = k0 * np.int64(-7046029254386353131) + k1 * np.int64(-4658895280553007687)
@@ -38,7 +39,7 @@ def _hash(k0: int, k1: int, k2: int, k3: int, k4: int) -> Any:
     return x
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def find(K: Any, V: Any, key: Any) -> Any:
     """(index of ``key`` or -1, index where it would be inserted)."""
     mask = len(V) - 1
@@ -62,7 +63,7 @@ def find(K: Any, V: Any, key: Any) -> Any:
         i = (i + 1) & mask
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def put(K: Any, V: Any, U: Any, at: int, key: Any, slot: int) -> None:
     """Store ``key`` -> ``slot`` at ``at`` (the insertion index :func:`find` gave)."""
     if V[at] == EMPTY:
@@ -73,14 +74,14 @@ def put(K: Any, V: Any, U: Any, at: int, key: Any, slot: int) -> None:
     U[LIVE] += 1
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def remove(V: Any, U: Any, at: int) -> None:
     V[at] = TOMB
     U[LIVE] -= 1
 
 
-@nb.njit(cache=True)
-def _rebuild(K: Any, V: Any, K2: Any, V2: Any) -> None:
+@njit(cache=True)
+def rebuild(K: Any, V: Any, K2: Any, V2: Any) -> None:
     mask = len(V2) - 1
     for i in range(len(V)):
         if V[i] >= 0:
@@ -99,6 +100,13 @@ def reserve(K: Any, V: Any, U: Any, more: int) -> tuple[Any, Any, Any]:
     K2, V2, U2 = new(int(U[LIVE]) + more)
     if len(V2) < len(V):
         K2, V2, U2 = new(len(V) // 2)  # never shrink: a busy capture stays busy
-    _rebuild(K, V, K2, V2)
+    rebuild(K, V, K2, V2)
     U2[USED] = U2[LIVE] = U[LIVE]
     return K2, V2, U2
+
+
+if aot is not None:  # the kernels compiled ahead of time (_jit.py)
+    find = aot.find
+    put = aot.put
+    remove = aot.remove
+    rebuild = aot.rebuild

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba as nb
 import numpy as np
+
+from tcpdoctor.sources.pcap._jit import aot, njit
 
 FRAME_MORE = 0  # stopped at the end of the complete records in the buffer
 FRAME_BAD = 1  # an implausible record header at ``stop``
@@ -61,12 +62,12 @@ _V4_HI = 0
 _V4_LO_PREFIX = 0xFFFF00000000
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _u16(a: Any, i: int) -> Any:
     return (np.int64(a[i]) << 8) | np.int64(a[i + 1])
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _u32(a: Any, i: int, big: bool) -> Any:
     if big:
         return (
@@ -80,7 +81,7 @@ def _u32(a: Any, i: int, big: bool) -> Any:
     )
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def frame_pcap(a: Any, big: bool, divisor: int, max_record: int, snap_limit: int) -> Any:
     """Frame classic pcap records from offset 0. Returns (offset, caplen, origlen, ts, stop, status)."""
     n = len(a)
@@ -91,14 +92,14 @@ def frame_pcap(a: Any, big: bool, divisor: int, max_record: int, snap_limit: int
     ts = np.empty(cap_n, np.float64)
     pos = 0
     k = 0
-    status = FRAME_MORE
+    status = np.int64(FRAME_MORE)
     while pos + 16 <= n:
         sec = _u32(a, pos, big)
         frac = _u32(a, pos + 4, big)
         caplen = _u32(a, pos + 8, big)
         olen = _u32(a, pos + 12, big)
         if caplen > max_record or caplen > snap_limit or olen > 16 * 1024 * 1024 or frac >= divisor:
-            status = FRAME_BAD
+            status = np.int64(FRAME_BAD)
             break
         if pos + 16 + caplen > n:
             break
@@ -111,7 +112,7 @@ def frame_pcap(a: Any, big: bool, divisor: int, max_record: int, snap_limit: int
     return off[:k], cap[:k], orig[:k], ts[:k], pos, status
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def pcap_resync(a: Any, start: int, big: bool, snaplen: int, max_record: int) -> int:
     """First offset >= start where two consecutive plausible record headers sit, or -1."""
     n = len(a)
@@ -138,7 +139,7 @@ def pcap_resync(a: Any, start: int, big: bool, snaplen: int, max_record: int) ->
     return -1
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def frame_pcapng(
     a: Any, start: int, big: bool, lt: Any, snap: Any, ups: Any, n_if: int, max_record: int
 ) -> Any:
@@ -156,24 +157,24 @@ def frame_pcapng(
     link = np.empty(cap_n, np.int64)
     pos = start
     k = 0
-    status = FRAME_MORE
+    status = np.int64(FRAME_MORE)
     while pos + 12 <= n:
         btype = _u32(a, pos, big)
         blen = _u32(a, pos + 4, big)
         if blen < 12 or blen % 4 != 0 or blen > MAX_BLOCK:
-            status = FRAME_BAD if btype != 0x0A0D0D0A else FRAME_OTHER_BLOCK
+            status = np.int64(FRAME_BAD if btype != 0x0A0D0D0A else FRAME_OTHER_BLOCK)
             break
         if btype != 6 and btype != 3 and btype != 2:
-            status = FRAME_OTHER_BLOCK
+            status = np.int64(FRAME_OTHER_BLOCK)
             break
         if pos + blen > n:
             break
         if _u32(a, pos + blen - 4, big) != blen:
-            status = FRAME_BAD
+            status = np.int64(FRAME_BAD)
             break
         if btype == 3:  # SPB
             if n_if == 0 or blen < 16:
-                status = FRAME_BAD
+                status = np.int64(FRAME_BAD)
                 break
             olen = _u32(a, pos + 8, big)
             c = min(olen, blen - 16)
@@ -186,7 +187,7 @@ def frame_pcapng(
             link[k] = lt[0]
         else:  # EPB (6) or obsolete PB (2)
             if blen < 32:
-                status = FRAME_BAD
+                status = np.int64(FRAME_BAD)
                 break
             if btype == 6:
                 iface = _u32(a, pos + 8, big)
@@ -195,7 +196,7 @@ def frame_pcapng(
             c = _u32(a, pos + 20, big)
             olen = _u32(a, pos + 24, big)
             if iface >= n_if or c > blen - 32 or c > max_record:
-                status = FRAME_BAD
+                status = np.int64(FRAME_BAD)
                 break
             units = (_u32(a, pos + 12, big) << 32) | _u32(a, pos + 16, big)
             u = ups[iface]
@@ -209,7 +210,7 @@ def frame_pcapng(
     return off[:k], cap[:k], orig[:k], ts[:k], link[:k], pos, status
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def pcapng_resync(a: Any, start: int, big: bool, max_record: int) -> int:
     """First offset >= start where a plausible EPB/SPB/IDB/SHB block (trailing length matching) sits."""
     n = len(a)
@@ -225,7 +226,7 @@ def pcapng_resync(a: Any, start: int, big: bool, max_record: int) -> int:
     return -1
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _l3(a: Any, off: int, caplen: int, linktype: int) -> Any:
     """(offset of the IP header, IP version) or (-1, 0)."""
     end = off + caplen
@@ -284,7 +285,7 @@ def _l3(a: Any, off: int, caplen: int, linktype: int) -> Any:
     return -2, 0
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def decode(a: Any, offs: Any, caps: Any, links: Any) -> Any:
     """Decode every record's headers into the int64 matrix H (columns H_*).
 
@@ -430,3 +431,11 @@ def decode(a: Any, offs: Any, caps: Any, links: Any) -> Any:
             q += olen
         H[i, H_OK] = 1
     return H, unknown
+
+
+if aot is not None:  # the kernels compiled ahead of time (_jit.py)
+    frame_pcap = aot.frame_pcap
+    pcap_resync = aot.pcap_resync
+    frame_pcapng = aot.frame_pcapng
+    pcapng_resync = aot.pcapng_resync
+    decode = aot.decode

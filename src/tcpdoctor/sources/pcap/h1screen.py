@@ -29,9 +29,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba as nb
 import numpy as np
 
+from tcpdoctor.sources.pcap._jit import aot, njit
 from tcpdoctor.sources.pcap.fastpath import FIN, H_FLAGS, H_PCAP, H_POFF, H_SEGLEN
 
 MAX_RECORDS = 12  # deliveries kept per connection; one more hands it to Python
@@ -84,13 +84,13 @@ _TE = np.frombuffer(b"transfer-encoding", np.uint8)
 _PROBE = np.frombuffer(b"kube-probe/", np.uint8)
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _ws(c: Any) -> bool:
     # bytes.strip() whitespace (and what \s / \S mean in a bytes regex)
     return c == 32 or c == 9 or c == 10 or c == 13 or c == 11 or c == 12
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _starts_method(a: Any, p: int, n: int) -> bool:
     """The first client bytes are a method the screen follows and a space (CONNECT, PRI: no)."""
     k = 0
@@ -116,7 +116,7 @@ def _starts_method(a: Any, p: int, n: int) -> bool:
     return False
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _head_end(a: Any, lo: int, hi: int) -> int:
     """Index of the first CRLFCRLF in a[lo:hi], or -1."""
     i = lo
@@ -127,7 +127,7 @@ def _head_end(a: Any, lo: int, hi: int) -> int:
     return -1
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _name_is(a: Any, lo: int, hi: int, name: Any) -> bool:
     """a[lo:hi] (already stripped) equals ``name`` ignoring ASCII case."""
     if hi - lo != len(name):
@@ -141,7 +141,7 @@ def _name_is(a: Any, lo: int, hi: int, name: Any) -> bool:
     return True
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _contains(a: Any, lo: int, hi: int, needle: Any) -> bool:
     m = len(needle)
     for i in range(lo, hi - m + 1):
@@ -156,7 +156,7 @@ def _contains(a: Any, lo: int, hi: int, needle: Any) -> bool:
     return False
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _headers(a: Any, lo: int, hi: int) -> Any:
     """Walk the header lines of a[lo:hi] (CRLF-separated, start line excluded).
 
@@ -202,7 +202,7 @@ def _headers(a: Any, lo: int, hi: int) -> Any:
     return True, cl
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _line_end(a: Any, lo: int, hi: int) -> int:
     e = lo
     while e < hi and not (a[e] == 13 and e + 1 < hi and a[e + 1] == 10):
@@ -210,7 +210,7 @@ def _line_end(a: Any, lo: int, hi: int) -> int:
     return e
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _is_version(a: Any, i: int) -> bool:
     """a[i:i+8] is ``HTTP/d.d``."""
     return (
@@ -225,7 +225,7 @@ def _is_version(a: Any, i: int) -> bool:
     )
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _request(a: Any, lo: int, hi: int) -> Any:
     """(ok, is_head, content_length) of the request head a[lo:hi] (without its final CRLFCRLF)."""
     e = _line_end(a, lo, hi)
@@ -250,7 +250,7 @@ def _request(a: Any, lo: int, hi: int) -> Any:
     return ok, is_head, cl
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _response(a: Any, lo: int, hi: int) -> Any:
     """(ok, status, content_length) of the response head a[lo:hi]."""
     e = _line_end(a, lo, hi)
@@ -270,13 +270,13 @@ def _response(a: Any, lo: int, hi: int) -> Any:
     return ok, status, cl
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _pop(A: Any, slot: int) -> None:
     A[slot, A_PEND] -= 1
     A[slot, A_PQ] >>= 1
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _feed(A: Any, slot: int, d: int, a: Any, lo: int, hi: int) -> bool:
     """One direction's in-order bytes a[lo:hi] through the framing. False: hand over."""
     b = A_D0 + d * AD
@@ -326,7 +326,7 @@ def _feed(A: Any, slot: int, d: int, a: Any, lo: int, hi: int) -> bool:
     return True
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def screen(
     P: Any,
     H: Any,
@@ -426,7 +426,7 @@ def screen(
             P[i, p_deliver] = DELIVER_REPLAY
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def verdicts(A: Any, slots: Any, cids: Any) -> Any:
     """Per finished slot: -1 not screened, 1 screened and quiet (nothing pending), 0 screened, not quiet."""
     out = np.full(len(slots), -1, np.int64)
@@ -439,3 +439,8 @@ def verdicts(A: Any, slots: Any, cids: Any) -> Any:
         )
         out[j] = 1 if quiet else 0
     return out
+
+
+if aot is not None:  # the kernels compiled ahead of time (_jit.py)
+    screen = aot.screen
+    verdicts = aot.verdicts

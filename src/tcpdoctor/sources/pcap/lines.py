@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba as nb
 import numpy as np
 import numpy.typing as npt
+
+from tcpdoctor.sources.pcap._jit import aot, njit
 
 # --- columns of the int64 matrix ``M`` that format_lines reads ------------------------------
 L_ID = 0  # the 1-based connection id
@@ -74,7 +75,7 @@ _HEX = np.frombuffer(b"0123456789abcdef", np.uint8).copy()
 _ROW_BYTES = 1024  # an upper bound of one object's length (the longest is ~700 bytes)
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _piece(buf: Any, pos: int, k: int) -> int:
     a = _PIECE_AT[k]
     b = _PIECE_AT[k + 1]
@@ -84,7 +85,7 @@ def _piece(buf: Any, pos: int, k: int) -> int:
     return pos
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _uint(buf: Any, pos: int, v: int) -> int:
     """Decimal digits of a non-negative integer."""
     if v == 0:
@@ -104,7 +105,7 @@ def _uint(buf: Any, pos: int, v: int) -> int:
     return end
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _int(buf: Any, pos: int, v: int) -> int:
     if v < 0:
         buf[pos] = 45  # "-"
@@ -117,7 +118,7 @@ def _int(buf: Any, pos: int, v: int) -> int:
     return _uint(buf, pos, v)
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _micros(x: float) -> tuple[bool, Any]:
     """(negative, round(|x| * 1e6)) rounded half to even on the exact value of x, as Python's
     round(x, 6) does. x * 1e6 is computed exactly as a double-double (Dekker's product with
@@ -151,7 +152,7 @@ def _micros(x: float) -> tuple[bool, Any]:
     return neg, n
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _decimal(buf: Any, pos: int, x: float) -> int:
     """x rounded to 6 decimals, plain decimal, trailing zeros stripped, at least one fractional digit."""
     neg, n = _micros(x)
@@ -178,7 +179,7 @@ def _decimal(buf: Any, pos: int, x: float) -> int:
     return end
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _hextet(buf: Any, pos: int, g: int) -> int:
     started = False
     for shift in (12, 8, 4, 0):
@@ -190,7 +191,7 @@ def _hextet(buf: Any, pos: int, g: int) -> int:
     return pos
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _endpoint(buf: Any, pos: int, hi: int, lo: int, port: int) -> int:
     if hi == 0 and ((lo >> 32) & 0xFFFFFFFF) == 0xFFFF:
         v = lo & 0xFFFFFFFF
@@ -246,8 +247,8 @@ def _endpoint(buf: Any, pos: int, hi: int, lo: int, port: int) -> int:
     return _uint(buf, pos, port)
 
 
-@nb.njit(cache=True)
-def _format(M: Any, F: Any, H: Any, names: Any, name_len: Any) -> Any:
+@njit(cache=True)
+def format_rows(M: Any, F: Any, H: Any, names: Any, name_len: Any) -> Any:
     n = M.shape[0]
     buf = np.empty(n * _ROW_BYTES + 16, np.uint8)
     pos = 0
@@ -323,7 +324,7 @@ def format_lines(
     """
     if not len(M):
         return ""
-    out = _format(
+    out = format_rows(
         np.ascontiguousarray(M, np.int64),
         np.ascontiguousarray(F, np.float64),
         np.ascontiguousarray(H, np.uint8),
@@ -332,3 +333,7 @@ def format_lines(
     )
     text: str = out.tobytes().decode("ascii")
     return text
+
+
+if aot is not None:  # the kernels compiled ahead of time (_jit.py)
+    format_rows = aot.format_rows

@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numba as nb
 import numpy as np
 
 from tcpdoctor.evidence.pcap import (
@@ -48,6 +47,7 @@ from tcpdoctor.evidence.pcap import (
 )
 from tcpdoctor.model import InputError
 from tcpdoctor.sources.pcap import conntable, h1screen, lines
+from tcpdoctor.sources.pcap._jit import aot, njit
 from tcpdoctor.sources.pcap.conn_state import Sent, conn_state
 from tcpdoctor.sources.pcap.fastpath import (
     ACK,
@@ -222,7 +222,7 @@ G_COLS = 4
 OOO_THRESHOLD = 0.003  # seconds, Wireshark's default when the RTT is unknown
 
 
-@nb.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _rel(x: int) -> int:
     x &= 0xFFFFFFFF
     if x >= 0x80000000:
@@ -230,7 +230,7 @@ def _rel(x: int) -> int:
     return x
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _hist(S: Any, Hs: Any, slot: int, d: int, letter: int, bit: int) -> None:
     """Zeek history: a letter once per direction (upper case = client), in order of appearance."""
     b = D0 + d * ND
@@ -243,7 +243,7 @@ def _hist(S: Any, Hs: Any, slot: int, d: int, letter: int, bit: int) -> None:
         S[slot, C_HISTLEN] = n + 1
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _hist_repeat(S: Any, Hs: Any, slot: int, d: int, letter: int, count: int, col: int) -> None:
     """Zeek's T/W (and C): written again when their count reaches 10, 100, 1000, ..."""
     b = D0 + d * ND
@@ -255,7 +255,7 @@ def _hist_repeat(S: Any, Hs: Any, slot: int, d: int, letter: int, count: int, co
             S[slot, C_HISTLEN] = n + 1
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _event(
     E: Any, ET: Any, ne: int, cid: int, kind: int, frame: int, d: int, rel: int, seglen: int, ts: float
 ) -> int:
@@ -271,7 +271,7 @@ def _event(
     return ne
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _alloc(S: Any, T: Any, Hs: Any, free: Any, G: Any) -> int:
     top = G[G_FREE_TOP]
     if top == 0:
@@ -286,7 +286,7 @@ def _alloc(S: Any, T: Any, Hs: Any, free: Any, G: Any) -> int:
     return slot
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def _open(
     S: Any, T: Any, Hs: Any, free: Any, G: Any, key: Any, client_is_src: bool, h: Any, frame: int, ts: float
 ) -> int:
@@ -339,7 +339,7 @@ def _open(
     return slot
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def track(
     H: Any,
     ts: Any,
@@ -533,29 +533,29 @@ def track(
         elif ackf and (S[slot, fb + D_ACK_SET] == 0 or ack != S[slot, fb + D_ACK] or seglen > 0):
             S[slot, fb + D_DUPACKNUM] = 0
         if (seglen > 0 or syn or fin) and next_set and not ka and rel < nxt:
-            kind = EV_RETRANS
+            kind = np.int64(EV_RETRANS)
             if syn:
-                kind = EV_SYNRETX
+                kind = np.int64(EV_SYNRETX)
             elif (
                 seglen > 0
                 and S[slot, rb + D_DUPACKNUM] >= 2
                 and S[slot, rb + D_ACK_SET] == 1
                 and S[slot, rb + D_ACK] == seq
             ):
-                kind = EV_FASTRETX
+                kind = np.int64(EV_FASTRETX)
             else:
                 thr = OOO_THRESHOLD
                 hs = T[slot, T_SYNACK_TS] - T[slot, T_SYN_TS]
                 if hs == hs and hs > 0:
                     thr = hs
                 if t - T[slot, tf + TD_NEXT_TIME] < thr and nxt != rel + seglen:
-                    kind = EV_OOO
+                    kind = np.int64(EV_OOO)
                 elif (
                     seglen > 0
                     and S[slot, rb + D_ACK_SET] == 1
                     and rel + seglen <= _rel(S[slot, rb + D_ACK] - S[slot, fb + D_BASE])
                 ):
-                    kind = EV_SPURIOUS
+                    kind = np.int64(EV_SPURIOUS)
             if kind == EV_OOO:
                 S[slot, fb + D_OOO] += 1
             else:
@@ -649,7 +649,7 @@ def track(
     return P, E, ET, ne, nf, overflow
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def sweep(S: Any, T: Any, V: Any, U: Any, now: float, linger: float, idle: float, everything: bool) -> Any:
     """Finish connections: closed and quiet for ``linger`` s, idle for ``idle`` s, or all (EOF).
 
@@ -682,12 +682,18 @@ def sweep(S: Any, T: Any, V: Any, U: Any, now: float, linger: float, idle: float
     return out[:k][np.argsort(ids, kind="mergesort")]
 
 
-@nb.njit(cache=True)
+@njit(cache=True)
 def release(free: Any, G: Any, slots: Any) -> None:
     for s in slots:
         free[G[G_FREE_TOP]] = s
         G[G_FREE_TOP] += 1
         G[G_LIVE] -= 1
+
+
+if aot is not None:  # the kernels compiled ahead of time (_jit.py)
+    track = aot.track
+    sweep = aot.sweep
+    release = aot.release
 
 
 # =============================================================================================
