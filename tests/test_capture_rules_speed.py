@@ -10,7 +10,7 @@ import importlib.util
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -208,6 +208,29 @@ def test_endpoint_key_partitions_like_the_text_key(pairs: list[tuple[Endpoint, E
     for x in conns:
         for y in conns:
             assert (cap.endpoint_key(x) == cap.endpoint_key(y)) == (cap.tuple_key(x) == cap.tuple_key(y))
+
+
+_small_endpoint = st.builds(
+    Endpoint, st.sampled_from(["10.0.0.1", "10.0.0.2", "fd00::1", "fd00::1:2"]), st.sampled_from([80, 8080])
+)
+
+
+def _grouped_by_text(conns: list[Connection]) -> list[list[Connection]]:
+    groups: dict[tuple[str, str], list[Connection]] = {}
+    for c in conns:
+        groups.setdefault(cap.tuple_key(c), []).append(c)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+@given(
+    st.lists(st.tuples(_small_endpoint, _small_endpoint), max_size=12),
+    st.sampled_from([cap.tuple_digest, lambda c: 0, lambda c: c.client.port % 3]),
+)
+def test_repeated_tuples_groups_as_the_text_key_even_when_digests_collide(
+    pairs: list[tuple[Endpoint, Endpoint]], digest: Callable[[Connection], int]
+) -> None:
+    conns = [_conn(i + 1, client, server, float(i)) for i, (client, server) in enumerate(pairs)]
+    assert cap.repeated_tuples(conns, digest) == _grouped_by_text(conns)
 
 
 def _old_rules_available() -> str | None:

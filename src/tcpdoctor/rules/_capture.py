@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import weakref
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from tcpdoctor.evidence.pcap import (
@@ -509,3 +509,39 @@ def index(pcap: PcapEvidence) -> CaptureIndex:
 def endpoint_key(conn: Connection) -> tuple[str, int, str, int]:
     """The 4-tuple as values: equal exactly when :func:`tuple_key` is (an endpoint's text is unique)."""
     return (conn.client.ip, conn.client.port, conn.server.ip, conn.server.port)
+
+
+def tuple_digest(conn: Connection) -> int:
+    """A hash of the 4-tuple (equal 4-tuples, equal digests; the converse only almost always)."""
+    client, server = conn.client, conn.server
+    return hash((client.ip, client.port, server.ip, server.port))
+
+
+def repeated_tuples(
+    connections: Iterable[Connection], digest: Callable[[Connection], int] = tuple_digest
+) -> list[list[Connection]]:
+    """The connections of every 4-tuple seen more than once (grouped as :func:`tuple_key` groups them),
+    each group in capture order, the groups in the order their 4-tuple was first seen.
+
+    Keyed by the 4-tuple's digest, an int the garbage collector does not track (a tuple key per
+    connection would be tens of thousands of objects kept while the rules run); by the 4-tuple itself
+    only when two 4-tuples share a digest.
+    """
+    first: dict[object, Connection] = {}
+    again: dict[object, list[Connection]] = {}
+    for c in connections:
+        key: object = digest(c)
+        seen = first.setdefault(key, c)
+        if seen is c:
+            continue
+        if endpoint_key(seen) != endpoint_key(c):  # another 4-tuple with the same digest
+            key = endpoint_key(c)
+            seen = first.setdefault(key, c)
+            if seen is c:
+                continue
+        group = again.get(key)
+        if group is None:
+            again[key] = [seen, c]
+        else:
+            group.append(c)
+    return [again[key] for key in first if key in again]

@@ -599,20 +599,8 @@ def heavy_retransmission(bag: EvidenceBag) -> Iterator[Finding]:
 )
 def four_tuple_reuse(bag: EvidenceBag) -> Iterator[Finding]:
     pcap = cap.capture(bag)
-    # by 4-tuple (as cap.tuple_key, without formatting endpoints), in order of first appearance; a list
-    # only for the 4-tuples seen more than once (most are seen once: no object kept for them)
-    first: dict[tuple[str, int, str, int], Connection] = {}
-    again: dict[tuple[str, int, str, int], list[Connection]] = {}
-    for c in pcap.connections:
-        key = (c.client.ip, c.client.port, c.server.ip, c.server.port)  # as cap.endpoint_key
-        seen = first.setdefault(key, c)
-        if seen is not c:
-            again.setdefault(key, [seen]).append(c)
     reported: set[int] = set()
-    for key in first:
-        conns = again.get(key)
-        if conns is None:
-            continue
+    for conns in cap.repeated_tuples(pcap.connections):
         conns.sort(key=lambda c: c.start)
         for before, after in itertools.pairwise(conns):
             gap = after.start - before.end
