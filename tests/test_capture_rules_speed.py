@@ -6,10 +6,12 @@ rules as they were before the index (git revision BEFORE_INDEX, loaded beside to
 from __future__ import annotations
 
 import dataclasses
+import gc
 import importlib.util
 import shutil
 import subprocess
 import sys
+import weakref
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
@@ -177,6 +179,14 @@ def test_a_connection_added_after_a_run_is_seen_by_the_next_run() -> None:
     assert [f.subject.connection for f in _findings(ev, "PCP006")] == [c.name for c in ev.connections]
     ev.connections = [_injected_reset(3)]  # another list of the same length as before minus one
     assert [f.subject.connection for f in _findings(ev, "PCP006")] == [ev.connections[0].name]
+
+
+def test_the_index_goes_with_its_evidence() -> None:
+    ev = PcapEvidence(path="gone.pcap", connections=[_injected_reset(1)])
+    built = weakref.ref(cap.index(ev))
+    del ev
+    gc.collect()
+    assert built() is None  # nothing keeps the connections of a dropped evidence alive
 
 
 def test_four_tuple_reuse_groups_by_endpoints_in_first_seen_order() -> None:

@@ -489,8 +489,9 @@ _index: tuple[weakref.ref[PcapEvidence], int, int, CaptureIndex] | None = None
 def index(pcap: PcapEvidence) -> CaptureIndex:
     """The shared index of ``pcap``: built by the first rule that asks, reused by the others of the run.
 
-    One evidence object is cached (weakly: it does not keep the evidence alive); another evidence
-    object, or a new or resized ``connections`` list, gets a new index.
+    One evidence object is cached (weakly: it does not keep the evidence alive, and its index is
+    dropped with it); another evidence object, or a new or resized ``connections`` list, gets a new
+    index.
     """
     global _index
     cached = _index
@@ -502,8 +503,15 @@ def index(pcap: PcapEvidence) -> CaptureIndex:
     ):
         return cached[3]
     built = CaptureIndex(pcap)
-    _index = (weakref.ref(pcap), id(pcap.connections), len(pcap.connections), built)
+    _index = (weakref.ref(pcap, _forget), id(pcap.connections), len(pcap.connections), built)
     return built
+
+
+def _forget(dead: weakref.ref[PcapEvidence]) -> None:
+    """The cached evidence is gone: drop its index too (it holds connections)."""
+    global _index
+    if _index is not None and _index[0] is dead:
+        _index = None
 
 
 def endpoint_key(conn: Connection) -> tuple[str, int, str, int]:
