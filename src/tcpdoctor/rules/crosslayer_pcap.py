@@ -105,8 +105,7 @@ def idle_reset_matches_timeout(bag: EvidenceBag) -> Iterator[Finding]:
     pcap = cap.capture(bag)
     program: GoProgram = bag.get("go")
     timeouts = configured_timeouts(program)
-    for conn in pcap.connections:
-        found = cap.idle_reset(conn)
+    for conn, found, _ in cap.index(pcap).reset_verdicts():  # idle_reset of each reset connection
         if found is None:
             continue
         matched = match_timeout(found, timeouts)
