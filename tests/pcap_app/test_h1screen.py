@@ -22,17 +22,9 @@ from tcpdoctor.sources.pcap import h1screen
 from tcpdoctor.sources.pcap.app import SKIP_AT_LEAST, AppAnalyzerFactory, probe_ledger
 from tcpdoctor.sources.pcap.tracker import CaptureAnalysis, Engine
 
+from ._synth import _packet
+
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
-
-
-def _packet(
-    src: int, dst: int, sport: int, dport: int, seq: int, ack: int, flags: int, payload: bytes
-) -> bytes:
-    tcp = struct.pack(
-        "!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4, flags, 65535, 0, 0
-    )
-    ip = struct.pack("!BBHHHBBHII", 0x45, 0, 40 + len(payload), 0, 0x4000, 64, 6, 0, src, dst)
-    return ip + tcp + payload
 
 
 def _body(rng: random.Random, n: int) -> bytes:
@@ -144,7 +136,7 @@ def _segments(rng: random.Random, data: bytes) -> list[bytes]:
 
 def _conversation(rng: random.Random, i: int, t0: float) -> list[tuple[float, bytes, int]]:
     """(ts, IP packet, captured length) of one connection."""
-    client, server = (10 << 24) | (1 << 16) | i, (10 << 24) | 2
+    client, server = struct.pack("!I", (10 << 24) | (1 << 16) | i), bytes([10, 0, 0, 2])
     cp, sp = 20000 + i, 8080
     cs, ss = rng.getrandbits(32), rng.getrandbits(32)
     t = t0
