@@ -54,7 +54,7 @@ def load(expected: str | None = None) -> ModuleType | None:
         return None
     try:
         from tcpdoctor.sources.pcap import _pcapaot  # type: ignore[attr-defined]
-    except ImportError:
+    except Exception:  # not built, or built against another numpy/Python ABI: the JIT serves
         return None
     module: ModuleType = _pcapaot
     return module
