@@ -181,6 +181,16 @@ def test_a_connection_added_after_a_run_is_seen_by_the_next_run() -> None:
     assert [f.subject.connection for f in _findings(ev, "PCP006")] == [ev.connections[0].name]
 
 
+def test_a_new_list_of_the_same_length_gets_a_new_index() -> None:
+    ev = PcapEvidence(path="relisted.pcap", connections=[_injected_reset(1)])
+    assert len(_findings(ev, "PCP006")) == 1
+    for _ in range(3):  # a freed list's id may come back for the next one: identity, not id, counts
+        ev.connections = [_conn(7, Endpoint("10.0.0.1", 1), Endpoint("10.0.0.2", 2), 1.0)]
+        assert _findings(ev, "PCP006") == []
+        ev.connections = [_injected_reset(2)]
+        assert len(_findings(ev, "PCP006")) == 1
+
+
 def test_the_index_goes_with_its_evidence() -> None:
     ev = PcapEvidence(path="gone.pcap", connections=[_injected_reset(1)])
     built = weakref.ref(cap.index(ev))

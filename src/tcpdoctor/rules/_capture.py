@@ -483,7 +483,7 @@ class CaptureIndex:
         return self._by_kind.get(kind, [])
 
 
-_index: tuple[weakref.ref[PcapEvidence], int, int, CaptureIndex] | None = None
+_index: tuple[weakref.ref[PcapEvidence], list[Connection], int, CaptureIndex] | None = None
 
 
 def index(pcap: PcapEvidence) -> CaptureIndex:
@@ -491,19 +491,21 @@ def index(pcap: PcapEvidence) -> CaptureIndex:
 
     One evidence object is cached (weakly: it does not keep the evidence alive, and its index is
     dropped with it); another evidence object, or a new or resized ``connections`` list, gets a new
-    index.
+    index. The list is held (compared by identity, so a new list cannot pass for it); the
+    connections in it are taken as they were when the index was built: evidence is not changed
+    once the rules run (a changed connection belongs in a new evidence object).
     """
     global _index
     cached = _index
     if (
         cached is not None
         and cached[0]() is pcap
-        and cached[1] == id(pcap.connections)
+        and cached[1] is pcap.connections
         and cached[2] == len(pcap.connections)
     ):
         return cached[3]
     built = CaptureIndex(pcap)
-    _index = (weakref.ref(pcap, _forget), id(pcap.connections), len(pcap.connections), built)
+    _index = (weakref.ref(pcap, _forget), pcap.connections, len(pcap.connections), built)
     return built
 
 

@@ -701,7 +701,6 @@ if aot is not None:  # the kernels compiled ahead of time (_jit.py)
 # =============================================================================================
 
 _DIRS = (Direction.CLIENT, Direction.SERVER)
-SWEEP_EVERY = 1.0  # seconds of capture time between sweeps for finished connections
 BUILD_CHUNK = 4096  # finished connections turned into records at a time (bounds the EOF spike)
 FINISHED_BY = {0: "eof", 1: "fin", 2: "rst", 3: "idle", 4: "reuse"}
 PHASES = {1: "handshake", 2: "established", 3: "closing"}
@@ -792,7 +791,6 @@ class Engine:
         self.R = np.zeros((capacity, h1screen.MAX_RECORDS, h1screen.R_COLS), np.int64)
         self.RT = np.zeros((capacity, h1screen.MAX_RECORDS), np.float64)
         self.replays = 0  # connections handed from the screen to the Python app layer
-        self._next_sweep = float("-inf")
         self.screened_quiet = 0  # connections the screen alone proved quiet
 
     # -- capacity ------------------------------------------------------------------------------
@@ -861,12 +859,11 @@ class Engine:
         if nf:
             yield from self._finish(finished[:nf])
         self.now = max(self.now, t1)
-        if self.now >= self._next_sweep:
-            # at most once per SWEEP_EVERY s of capture time: each sweep walks the whole table
-            self._next_sweep = self.now + SWEEP_EVERY
-            yield from self._finish(
-                sweep(self.S, self.T, self.V, self.U, self.now, self.linger, self.idle_timeout, False)
-            )
+        # after every batch: whether a new SYN on a 4-tuple finds its previous connection still
+        # here (a "reuse") depends on it, so sweeping less often would change results
+        yield from self._finish(
+            sweep(self.S, self.T, self.V, self.U, self.now, self.linger, self.idle_timeout, False)
+        )
 
     def close(self) -> Iterator[Connection | ConnectionLines]:
         """The end of the capture: every live connection is finished."""
