@@ -55,6 +55,15 @@ def serve_until_eof(server: socket.socket, count: int) -> None:
         conn.close()
 
 
+def _time_waits() -> int:
+    """TIME_WAIT sockets of this namespace (state 06 in /proc/net/tcp and tcp6)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            count += sum(1 for line in fh.readlines()[1:] if line.split()[3] == "06")
+    return count
+
+
 def main() -> None:
     ready, flood, time_waits = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     server_time_waits = int(sys.argv[4]) if len(sys.argv) > 4 else 0
@@ -84,6 +93,10 @@ def main() -> None:
     worker.join(timeout=10)
     held = server_side_time_waits(server_time_waits)  # noqa: F841 (kept listening until killed)
     time.sleep(0.5)  # let the flood's handshakes and retries reach the full queue
+    # the last closes may still be in FIN_WAIT_2 (a loaded machine): wait for every TIME_WAIT
+    deadline = time.monotonic() + 10
+    while _time_waits() < time_waits + server_time_waits and time.monotonic() < deadline:
+        time.sleep(0.05)
     with open(ready, "w") as fh:
         fh.write(f"{stuck.getsockname()[1]} {closer.getsockname()[1]}\n")
     time.sleep(300)
