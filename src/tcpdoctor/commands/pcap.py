@@ -216,8 +216,9 @@ def pcap(
     opts = ReportOptions(format, output, select, ignore, fail_on)
     opts.validate()
     keep = ConnectionFilter(port, host, state)
-    # imported here, once the options are known good: numba's start-up (~0.7 s) is paid by
-    # `tcpdoctor pcap` only, and not by a mistyped option
+    # imported here, once the options are known good: the capture kernels' start-up (numba's
+    # ~0.7 s when they are not built ahead of time) is paid by `tcpdoctor pcap` only, and not by a
+    # mistyped option
     from tcpdoctor.sources.pcap.tracker import CaptureAnalysis, ConnectionLines, Engine
 
     advance, progress = _progress(file)

@@ -76,7 +76,7 @@ R_COLS = 7
 
 # what screen() leaves in the tracker's per-packet P_DELIVER column
 DELIVER_NONE = 0  # handled here
-DELIVER_PYTHON = 1
+DELIVER_PYTHON = 1  # as the tracker set it: the Python app layer takes the packet
 DELIVER_REPLAY = 2  # hand-over: replay the recorded deliveries, then deliver this packet
 
 _CL = np.frombuffer(b"content-length", np.uint8)

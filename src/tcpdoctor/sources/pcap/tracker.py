@@ -87,7 +87,7 @@ C_SA_HI = 3
 C_SA_LO = 4
 C_CPORT = 5
 C_SPORT = 6
-C_K0 = 7  # the dict key (5 values)
+C_K0 = 7  # the connection table's key (5 values)
 C_FIRST_FRAME = 12
 C_LAST_FRAME = 13
 C_RESET_BY = 14  # -1 none, 0 client, 1 server
@@ -1085,15 +1085,6 @@ class Engine:
             synack_ts=_num(t(T_SYNACK_TS)),
         )
 
-    def _prepare_app(self, slots: Any, S: Any, states: Any) -> None:
-        """hook: the app layer may attach analyzers to these rows before the lite decision
-
-        ``slots`` are the finished rows of a chunk, ``S`` their copy of ``self.S[slots]`` and
-        ``states`` their conn_state names (an object array, one ``str`` per row).
-        """
-        clean = np.isin(states, list(_CLEAN_STATES)) & (S[:, C_RESET_BY] < 0)
-        self._screen_results(slots, S[:, C_ID], clean)
-
     def _build_many(self, slots: Any) -> list[Connection | ConnectionLines]:
         """Finished connections from their rows, a chunk at a time.
 
@@ -1138,11 +1129,13 @@ class Engine:
             hist_u.append(hist)
             code_u[u] = _STATE_CODE[state]
         codes = code_u[inverse]
-        self._prepare_app(slots, S, _STATE_NAMES[codes])
+        # connections the HTTP/1.1 screen followed get their app result now if it is needed
+        clean = _CLEAN_BY_CODE[codes]
+        self._screen_results(slots, S[:, C_ID], clean & (S[:, C_RESET_BY] < 0))
         # the fast lane: clean, no TCP event, no app-layer analyzer or a quiet one
         lite = np.zeros(n, np.bool_)
         if self.lite:
-            lite = _CLEAN_BY_CODE[codes] & lines.formattable(T[:, T_START], T[:, T_END])
+            lite = clean & lines.formattable(T[:, T_START], T[:, T_END])
             if events:
                 lite &= ~np.isin(S[:, C_ID], np.fromiter(events, np.int64, len(events)))
             if app:
@@ -1360,7 +1353,6 @@ def _sent(s: list[int], d: int) -> Sent:
 _CLEAN_STATES = frozenset({"SF", "S1"})
 # states as codes (index into CONN_STATES) for the chunk-wide numpy work of _build_many
 _STATE_CODE = {name: code for code, name in enumerate(CONN_STATES)}
-_STATE_NAMES = np.array(CONN_STATES, dtype=object)
 _CLEAN_BY_CODE = np.array([name in _CLEAN_STATES for name in CONN_STATES])
 _STATE_TABLE = lines.state_table(CONN_STATES)
 _SYN_COLS = [D0 + D_SYNS, D0 + ND + D_SYNS]
